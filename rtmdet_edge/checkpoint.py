@@ -1,0 +1,176 @@
+"""Saving and loading checkpoints: this project's own, official OpenMMLab `.pth` files and bare state dicts.
+
+A checkpoint is untrusted input: it is always read with `torch.load(..., weights_only=True)`, which refuses pickles
+that would construct arbitrary objects (and so never runs their code).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rtmdet_edge.backbone import stage_channels
+from rtmdet_edge.config import PRESETS, ModelConfig
+from rtmdet_edge.errors import UserError
+
+# Keys the official checkpoints carry that are not model weights.
+_DROP_PREFIXES = ("data_preprocessor.",)
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename, so a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """torch.load with weights_only=True and clear errors for missing, corrupt or code-carrying files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers, which could run "
+            f"code when unpickled (weights_only=True): {first}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if not isinstance(ckpt, Mapping):
+        raise UserError(f"{path} does not hold a checkpoint dict (found {type(ckpt).__name__})")
+    return dict(ckpt)
+
+
+def extract_state_dict(ckpt: Mapping[str, Any], prefer_ema: bool = True) -> dict[str, Tensor]:
+    """The model weights of any supported checkpoint layout.
+
+    - this project's: {"model": sd, "ema": sd?, "config": {...}}: the EMA weights when present (what was evaluated).
+    - official OpenMMLab: {"state_dict": sd, "meta": ...}: mmengine's EMAHook swaps the EMA weights into state_dict.
+    - a bare state dict.
+    """
+    if "config" in ckpt and "model" in ckpt:
+        sd = ckpt["ema"] if prefer_ema and ckpt.get("ema") is not None else ckpt["model"]
+    elif "state_dict" in ckpt:
+        sd = ckpt["state_dict"]
+    else:
+        sd = ckpt
+    if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise UserError("checkpoint has no state dict of tensors (expected 'state_dict', 'model' or a bare state dict)")
+    out = {}
+    for k, v in sd.items():
+        if k.startswith(_DROP_PREFIXES):
+            continue
+        if k.startswith("module."):  # saved from a DistributedDataParallel wrapper
+            k = k[len("module.") :]
+        out[k] = v
+    return out
+
+
+def infer_config(state_dict: Mapping[str, Tensor]) -> ModelConfig | None:
+    """The preset a state dict looks like (size from the stem width, class count from rtm_cls), or None."""
+    stem = state_dict.get("backbone.stem.2.conv.weight")
+    cls = state_dict.get("bbox_head.rtm_cls.0.weight")
+    if stem is None or cls is None:
+        return None
+    width = stem.shape[0]
+    kind = "rot" if any(k.startswith("bbox_head.rtm_ang") for k in state_dict) else "det"
+    if any(k.startswith("bbox_head.kernel_convs") for k in state_dict):
+        kind = "ins"
+    dw = state_dict.get("backbone.stage1.1.blocks.0.conv2.depthwise_conv.conv.weight")
+    block = f"dw{dw.shape[-1]}" if dw is not None else None
+    for cfg in PRESETS.values():
+        if cfg.kind == kind and stage_channels(cfg.widen)[0] == width:
+            changes: dict[str, Any] = {"num_classes": int(cls.shape[0])}
+            if block in ("dw3", "dw5", "dw7"):
+                changes["block"] = block
+            return _replace(cfg, **changes)
+    return None
+
+
+def _replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
+
+
+def _describe(cfg: ModelConfig | None) -> str:
+    if cfg is None:
+        return "no known RTMDet preset"
+    return f"{cfg.name} ({cfg.block}, {cfg.num_classes} classes)"
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> None:
+    """Strict key and shape matching with one clear error naming the first differences."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        (k, tuple(state_dict[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(
+                "shape mismatch: " + "; ".join(f"{k} checkpoint {a} vs model {b}" for k, a, b in shapes[:3])
+                + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else "")
+            )
+        if missing:
+            parts.append(f"missing {len(missing)} keys, e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys, e.g. {', '.join(unexpected[:3])}")
+        model_cfg = getattr(model, "config", None)
+        target = _describe(model_cfg) if isinstance(model_cfg, ModelConfig) else type(model).__name__
+        raise UserError(
+            f"{source} does not fit {target}: {'; '.join(parts)}. The checkpoint looks like "
+            f"{_describe(infer_config(state_dict))}."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, prefer_ema: bool = True) -> nn.Module:
+    """Load weights into `model`, or build the model the checkpoint describes when `model` is None.
+
+    Accepts this project's checkpoints (which record their config), official OpenMMLab `.pth` files and bare state
+    dicts (their architecture is inferred from the tensor shapes: size, class count, kernel size).
+    """
+    from rtmdet_edge.model import build_model
+
+    ckpt = read_checkpoint(path)
+    state_dict = extract_state_dict(ckpt, prefer_ema=prefer_ema)
+    if model is None:
+        if "config" in ckpt:
+            model = build_model(ModelConfig.from_dict(ckpt["config"]))
+            if ckpt.get("fused"):
+                model.fuse()
+        else:
+            cfg = infer_config(state_dict)
+            if cfg is None:
+                raise UserError(f"cannot tell which model {path} holds; pass --model (or build the model yourself)")
+            model = build_model(cfg)
+    load_state_dict_strict(model, state_dict, source=str(path))
+    names = ckpt.get("class_names")
+    if isinstance(names, (list, tuple)) and len(names) == getattr(model, "num_classes", len(names)):
+        model.class_names = list(names)
+    return model

@@ -1,0 +1,77 @@
+"""The `rtmdet-edge` command: one subcommand per module, each exposing add_arguments(parser) and run(args).
+
+A user mistake (bad path, wrong checkpoint, malformed data) is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from rtmdet_edge.errors import UserError
+
+# name -> (module, one-line help). Modules are imported when the parser is built so --help lists every option.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("rtmdet_edge.train", "train RTMDet (single process, or many under torchrun)"),
+    "eval": ("rtmdet_edge.eval_cmd", "COCO mAP of a checkpoint on a dataset"),
+    "predict": ("rtmdet_edge.predict", "detect on images, folders, videos or a camera"),
+    "export": ("targets.export_cmd", "export to ONNX, OpenVINO IR or a TensorRT engine"),
+    "quantize": ("quant.cli", "INT8 post-training quantization and QAT"),
+    "benchmark": ("targets.benchmark", "accuracy and speed of every target x precision"),
+    "gap": ("quant.gap", "the INT8 gap study: block family x method x target"),
+    "quickstart": ("rtmdet_edge.quickstart", "the whole story on synthetic data, on a CPU, in minutes"),
+}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="rtmdet-edge", description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, object] = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module_name.startswith(e.name):
+                raise
+            module = None  # not part of this version yet: listed, and says so when run
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+        if module is not None:
+            module.add_arguments(p)
+            modules[name] = module
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command not in modules:
+        print(f"rtmdet-edge {args.command}: not available in this version yet", file=sys.stderr)
+        return 2
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except UserError as e:
+        if args.verbose:
+            raise
+        print(f"rtmdet-edge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Frozen dataclass configs and size presets (RTMDET_FACTS.md section 2).
+
+Override with dataclasses.replace(cfg, num_classes=3). Checkpoints store dataclasses.asdict(cfg) so they rebuild
+themselves without --model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+BLOCKS = ("dw5", "dw3", "dw7", "rep3", "qarep3")
+KINDS = ("det", "ins", "rot")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build one RTMDet variant.
+
+    deepen/widen scale the P5 CSPNeXt table (blocks = max(round(n*deepen), 1), channels = int(c*widen)).
+    kind: "det" (boxes), "ins" (boxes + instance masks) or "rot" (rotated boxes, le90).
+    block: basic block of backbone and neck CSP layers (see rtmdet_edge.blocks).
+    """
+
+    name: str
+    deepen: float
+    widen: float
+    exp_on_reg: bool
+    num_classes: int = 80
+    kind: str = "det"
+    block: str = "dw5"
+    strides: tuple[int, ...] = (8, 16, 32)
+    stacked_convs: int = 2
+    expand_ratio: float = 0.5
+    channel_attention: bool = True
+    bn_eps: float = 1e-5  # configs override the mmcv class default 1e-3 with the torch default; 1e-3 costs ~7 AP
+    bn_momentum: float = 0.1
+    # Rep families widen/deepen differently to match dw5 cost; None means "same as deepen/widen" (see blocks.py).
+    block_widen: float | None = None
+    block_deepen: float | None = None
+    imgsz: int = 640
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCKS:
+            raise ValueError(f"unknown block {self.block!r}; choose one of {', '.join(BLOCKS)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["strides"] = list(self.strides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"checkpoint config has unknown fields {sorted(unknown)}")
+        d = dict(d)
+        if "strides" in d:
+            d["strides"] = tuple(d["strides"])
+        return cls(**d)
+
+
+# Detection presets (COCO configs): exp_on_reg only for l and x.
+_DET = {
+    "tiny": ModelConfig("rtmdet-tiny", deepen=0.167, widen=0.375, exp_on_reg=False),
+    "s": ModelConfig("rtmdet-s", deepen=0.33, widen=0.5, exp_on_reg=False),
+    "m": ModelConfig("rtmdet-m", deepen=0.67, widen=0.75, exp_on_reg=False),
+    "l": ModelConfig("rtmdet-l", deepen=1.0, widen=1.0, exp_on_reg=True),
+    "x": ModelConfig("rtmdet-x", deepen=1.33, widen=1.25, exp_on_reg=True),
+}
+
+PRESETS: dict[str, ModelConfig] = {cfg.name: cfg for cfg in _DET.values()}
+# Ins (ReLU distances, no exp) and rotated (DOTA: 15 classes; rotated m keeps exp_on_reg) variants.
+for _size, _cfg in _DET.items():
+    PRESETS[f"rtmdet-ins-{_size}"] = replace(_cfg, name=f"rtmdet-ins-{_size}", kind="ins", exp_on_reg=False)
+for _size in ("tiny", "s", "m", "l"):
+    PRESETS[f"rtmdet-r-{_size}"] = replace(
+        _DET[_size], name=f"rtmdet-r-{_size}", kind="rot", num_classes=15, exp_on_reg=_size in ("m", "l"), imgsz=1024
+    )
+
+
+def get_config(name: str, num_classes: int | None = None, block: str = "dw5") -> ModelConfig:
+    """The preset called name, optionally with another class count or block family."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name]
+    changes: dict[str, Any] = {"block": block}
+    if num_classes is not None:
+        changes["num_classes"] = num_classes
+    return replace(cfg, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the official COCO recipe (RTMDET_FACTS.md 3.1); the CLI maps flags 1:1 onto fields.
+
+    batch is the total batch over all processes (split evenly across torchrun ranks), so the same command trains the
+    same way on one CPU, one GPU or many. lr None means the linear scaling rule 0.004 * batch / 256.
+    stage2_epochs None means the official 20 of 300 scaled to the run: min(20, round(epochs / 15)).
+    warmup_iters is the official 1000, capped at 10% of the run's iterations (see optim.short_run_warmup).
+    """
+
+    model: str = "rtmdet-tiny"
+    block: str = "dw5"
+    data: str = "synthetic"
+    images: str | None = None
+    val_data: str | None = None
+    val_images: str | None = None
+    epochs: int = 300
+    batch: int = 256
+    imgsz: int = 640
+    device: str = "auto"
+    out: str = "runs/train"
+    workers: int = 4
+    seed: int = 0
+    deterministic: bool = False
+    lr: float | None = None
+    weight_decay: float = 0.05
+    warmup_iters: int = 1000
+    warmup_start_factor: float = 1e-5
+    min_lr_ratio: float = 0.05
+    ema_momentum: float = 0.0002
+    ema_gamma: float = 2000.0
+    stage2_epochs: int | None = None
+    eval_interval: int = 10
+    save_interval_iters: int = 0
+    amp: bool = True
+    max_grad_norm: float | None = None  # official optim_wrapper has no clip_grad
+    max_nonfinite_steps: int = 20
+    val_batch: int = 8
+    resume: str | None = None
+    stop_after_iters: int | None = None  # test hook: exit abruptly after this many iterations, as if killed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resolved_stage2_epochs(self) -> int:
+        if self.stage2_epochs is not None:
+            return max(0, min(self.stage2_epochs, self.epochs))
+        return min(20, round(self.epochs / 15))

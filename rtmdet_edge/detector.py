@@ -1,0 +1,129 @@
+"""Detector: BGR uint8 image(s) in, detections in original-image pixels out, on any backend.
+
+    det = Detector("rtmdet_tiny.pth", imgsz=640)            # PyTorch, official test settings
+    det = Detector("model.onnx", backend="onnxruntime", postprocess="deploy")
+    result = det(cv2.imread("street.jpg"))                  # Detections(boxes [N,4] xyxy, scores [N], labels [N])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rtmdet_edge.checkpoint import load_checkpoint
+from rtmdet_edge.classes import default_class_names
+from rtmdet_edge.errors import UserError
+from rtmdet_edge.model import RTMDet, build_model
+from rtmdet_edge.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
+from rtmdet_edge.preprocess import normalize, normalize_numpy, preprocess
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available else cpu; a clear error for a CUDA request on a machine without one."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+class Detector:
+    """Pre-processing + network + post-processing with the official defaults.
+
+    Args:
+        weights_or_model: an RTMDet module, a checkpoint path (.pth: this project's, official or bare state dict),
+            or an exported model (.onnx, .xml, .engine) for the matching backend.
+        imgsz: network input size (square letterbox, long side resized to it).
+        backend: "torch", "onnxruntime", "openvino" or "tensorrt".
+        postprocess: "official" (score 0.001, nms_pre 30000, IoU 0.65, 300 boxes), "deploy" (0.3, 1000, 0.65, 100)
+            or a PostprocessConfig.
+        model: preset name, needed for a bare state dict whose architecture cannot be inferred.
+        num_classes / class_names: override what the checkpoint says.
+        backend_options: passed to the backend loader (e.g. precision="bf16" for OpenVINO).
+    """
+
+    def __init__(
+        self,
+        weights_or_model: nn.Module | str | os.PathLike,
+        imgsz: int = 640,
+        backend: str = "torch",
+        device: str | torch.device = "auto",
+        postprocess: str | PostprocessConfig = "official",
+        model: str | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        **backend_options: object,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if isinstance(postprocess, str):
+            if postprocess not in PRESETS:
+                raise UserError(f"unknown post-processing preset {postprocess!r}; choose one of {', '.join(PRESETS)}")
+            postprocess = PRESETS[postprocess]
+        self.post_cfg = postprocess
+        self.imgsz = imgsz
+        self.backend_name = backend
+        self.device = resolve_device(device)
+        self.model: nn.Module | None = None
+        self.backend = None
+        names = list(class_names) if class_names is not None else None
+
+        if isinstance(weights_or_model, nn.Module):
+            self.model = weights_or_model
+        else:
+            path = Path(weights_or_model)
+            if path.suffix in (".pth", ".pt"):
+                self.model = self._load_torch(path, model, num_classes)
+                names = names or getattr(self.model, "class_names", None)
+            elif backend == "torch":
+                raise UserError(f"backend 'torch' needs a .pth checkpoint, got {path}")
+        if self.model is not None:
+            self.model.eval().to(self.device)
+            num = int(getattr(self.model, "num_classes", num_classes or 80))
+        else:
+            num = num_classes or 80
+        if backend != "torch":
+            from targets import load_backend
+
+            source = self.model if self.model is not None else weights_or_model
+            self.backend = load_backend(source, name=backend, imgsz=imgsz, device=str(self.device), **backend_options)
+        self.class_names = names or default_class_names(num)
+        self.strides = tuple(getattr(self.model, "strides", (8, 16, 32)))
+
+    @staticmethod
+    def _load_torch(path: Path, model_name: str | None, num_classes: int | None) -> nn.Module:
+        model = build_model(model_name, num_classes=num_classes) if model_name else None
+        return load_checkpoint(path, model)
+
+    @torch.inference_mode()
+    def infer_raw(self, batch_uint8: np.ndarray) -> dict[str, list[torch.Tensor]]:
+        """Letterboxed uint8 batch [B,S,S,3] -> raw outputs (torch tensors on the CPU or the model's device)."""
+        if self.backend is not None:
+            from targets import outputs_to_dict
+
+            return outputs_to_dict(self.backend(normalize_numpy(batch_uint8)))
+        assert self.model is not None
+        x = normalize(torch.from_numpy(batch_uint8).to(self.device))
+        return self.model(x)
+
+    def __call__(self, images_bgr: np.ndarray | Sequence[np.ndarray]) -> Detections | list[Detections]:
+        """One BGR uint8 image -> Detections (numpy arrays); a list of images -> a list of Detections."""
+        single = isinstance(images_bgr, np.ndarray) and images_bgr.ndim == 3
+        images = [images_bgr] if single else list(images_bgr)
+        if not images:
+            return []
+        batch, metas = preprocess(images, self.imgsz)
+        outputs = self.infer_raw(batch)
+        dets = [d.numpy() for d in postprocess(outputs, metas, self.post_cfg, self.strides)]
+        return dets[0] if single else dets
+
+
+__all__ = ["BACKENDS", "Detector", "RTMDet", "resolve_device"]

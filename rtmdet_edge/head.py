@@ -1,0 +1,72 @@
+"""RTMDetSepBNHead: conv weights shared across levels, BN and 1x1 predictors per level."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from rtmdet_edge.layers import ConvModule
+
+
+class RTMDetSepBNHead(nn.Module):
+    """Per level: 2 stacked 3x3 ConvModules for cls and for reg, then rtm_cls (logits) and rtm_reg (distances).
+
+    Distances are `rtm_reg(x) * stride`, or `exp(rtm_reg(x)) * stride` with exp_on_reg (l and x).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        feat_channels: int,
+        strides: Sequence[int] = (8, 16, 32),
+        stacked_convs: int = 2,
+        exp_on_reg: bool = False,
+        **bn_kwargs: float,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.strides = tuple(strides)
+        self.exp_on_reg = exp_on_reg
+        self.cls_convs = nn.ModuleList()
+        self.reg_convs = nn.ModuleList()
+        self.rtm_cls = nn.ModuleList()
+        self.rtm_reg = nn.ModuleList()
+        for _ in strides:
+            for convs in (self.cls_convs, self.reg_convs):
+                convs.append(
+                    nn.Sequential(
+                        *(
+                            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, **bn_kwargs)
+                            for i in range(stacked_convs)
+                        )
+                    )
+                )
+            self.rtm_cls.append(nn.Conv2d(feat_channels, num_classes, 1))
+            self.rtm_reg.append(nn.Conv2d(feat_channels, 4, 1))
+        # share_conv=True: every level uses level 0's conv objects; BN stays per level (the "SepBN" of the paper).
+        for level in range(1, len(strides)):
+            for i in range(stacked_convs):
+                self.cls_convs[level][i].conv = self.cls_convs[0][i].conv
+                self.reg_convs[level][i].conv = self.reg_convs[0][i].conv
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        prior_bias = -math.log((1 - 0.01) / 0.01)  # focal-loss prior: initial foreground probability 0.01
+        for conv in self.rtm_cls:
+            nn.init.constant_(conv.bias, prior_bias)
+
+    def forward(self, feats: Sequence[Tensor]) -> dict[str, list[Tensor]]:
+        cls_scores, bbox_preds = [], []
+        for level, (x, stride) in enumerate(zip(feats, self.strides)):
+            cls_scores.append(self.rtm_cls[level](self.cls_convs[level](x)))
+            reg = self.rtm_reg[level](self.reg_convs[level](x))
+            bbox_preds.append((reg.exp() if self.exp_on_reg else reg) * stride)
+        return {"cls_scores": cls_scores, "bbox_preds": bbox_preds}

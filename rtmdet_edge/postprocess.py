@@ -1,0 +1,148 @@
+"""Raw per-level outputs -> detections in original-image pixels, exactly as the official RTMDetHead.predict_by_feat.
+
+Per image and level: sigmoid scores [HW, C], keep (prior, class) pairs above score_thr, the top nms_pre of them;
+decode distances at offset-0 priors; clip to the padded input (mmcv Pad overwrites img_shape, RTMDET_FACTS.md 8);
+divide by the scale factor; drop boxes of zero width/height (min_bbox_size=0 means w > 0 and h > 0); class-aware NMS;
+keep max_per_img. NMS is written here in vectorised torch (no torchvision, no mmcv).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rtmdet_edge.boxes import box_iou, distance2bbox, make_priors
+from rtmdet_edge.preprocess import LetterboxMeta
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_thr: float = 0.001
+    nms_pre: int = 30000
+    iou_thr: float = 0.65
+    max_per_img: int = 300
+    min_bbox_size: float = 0.0
+
+
+# The official test_cfg (mmdet 3.x, after PR#9494): what COCO mAP is reported with.
+OFFICIAL = PostprocessConfig()
+# The README's suggestion for deployment: far fewer candidates, so decode + NMS cost little next to the network.
+DEPLOY = PostprocessConfig(score_thr=0.3, nms_pre=1000, iou_thr=0.65, max_per_img=100)
+PRESETS = {"official": OFFICIAL, "deploy": DEPLOY}
+
+
+@dataclass
+class Detections:
+    """Detections of one image: boxes [N,4] xyxy original-image pixels, scores [N], labels [N] (0-based)."""
+
+    boxes: Tensor | np.ndarray
+    scores: Tensor | np.ndarray
+    labels: Tensor | np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def numpy(self) -> Detections:
+        def conv(x: Tensor | np.ndarray) -> np.ndarray:
+            return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+        return Detections(conv(self.boxes), conv(self.scores), conv(self.labels))
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_thr: float, max_keep: int = -1, block: int = 512) -> Tensor:
+    """Exact greedy NMS (suppress when IoU > iou_thr), vectorised in blocks; returns kept indices by score.
+
+    Candidates are visited in descending score order in blocks: a block is first suppressed by every box kept so far,
+    then resolved internally by iterating keep_j = alive_j and not any(i < j kept with IoU_ij > thr) to its fixed point,
+    which is exactly greedy NMS (Cluster-NMS, Zheng et al. 2021). It stops as soon as max_keep boxes are kept.
+    """
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    boxes = boxes[order]
+    kept: list[Tensor] = []
+    kept_boxes = boxes[:0]
+    num_kept = 0
+    for start in range(0, len(order), block):
+        b = boxes[start : start + block]
+        alive = torch.ones(len(b), dtype=torch.bool, device=b.device)
+        if num_kept:
+            alive = ~(box_iou(b, kept_boxes) > iou_thr).any(dim=1)
+        over = (box_iou(b, b) > iou_thr).triu(diagonal=1)  # over[i, j]: i (higher score) would suppress j
+        keep = alive.clone()
+        while True:
+            new_keep = alive & ~(over & keep[:, None]).any(dim=0)
+            if torch.equal(new_keep, keep):
+                break
+            keep = new_keep
+        idx = torch.nonzero(keep).squeeze(1)
+        if max_keep > 0:
+            idx = idx[: max_keep - num_kept]
+        kept.append(idx + start)
+        kept_boxes = torch.cat([kept_boxes, b[idx]])
+        num_kept += len(idx)
+        if 0 < max_keep <= num_kept:
+            break
+    return order[torch.cat(kept)]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thr: float, max_keep: int = -1) -> Tensor:
+    """Class-aware NMS with mmcv's coordinate-offset trick: boxes of different classes can never overlap.
+
+    The offsets are applied as mmcv does (label * (max coordinate + 1)) so borderline IoUs round the same way.
+    """
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    offsets = labels.to(boxes) * (boxes.max() + 1)
+    return nms(boxes + offsets[:, None], scores, iou_thr, max_keep)
+
+
+def _filter_scores_and_topk(scores: Tensor, score_thr: float, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """[N, C] probabilities -> (scores, labels, prior indices) of the top-k pairs above the threshold."""
+    valid = scores > score_thr
+    kept_scores = scores[valid]
+    pairs = torch.nonzero(valid)  # [K, 2] (prior, class), row-major like mmdet
+    kept_scores, order = kept_scores.sort(descending=True)
+    order = order[:topk]
+    pairs = pairs[order]
+    return kept_scores[:topk], pairs[:, 1], pairs[:, 0]
+
+
+def postprocess(
+    outputs: dict[str, Sequence[Tensor]],
+    metas: Sequence[LetterboxMeta],
+    cfg: PostprocessConfig = OFFICIAL,
+    strides: Sequence[int] = (8, 16, 32),
+) -> list[Detections]:
+    """Decode a batch of raw outputs into one Detections per image (original-image pixels)."""
+    cls_scores, bbox_preds = outputs["cls_scores"], outputs["bbox_preds"]
+    sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+    device = cls_scores[0].device
+    priors_per_level = make_priors(sizes, strides, device=device).split([h * w for h, w in sizes])
+    results = []
+    for i, meta in enumerate(metas):
+        all_scores, all_labels, all_boxes = [], [], []
+        for cls, reg, priors in zip(cls_scores, bbox_preds, priors_per_level):
+            num_classes = cls.shape[1]
+            probs = cls[i].permute(1, 2, 0).reshape(-1, num_classes).float().sigmoid()
+            dist = reg[i].permute(1, 2, 0).reshape(-1, 4).float()
+            scores, labels, keep = _filter_scores_and_topk(probs, cfg.score_thr, cfg.nms_pre)
+            all_scores.append(scores)
+            all_labels.append(labels)
+            all_boxes.append(distance2bbox(priors[keep, :2], dist[keep], max_shape=meta.input_shape))
+        scores = torch.cat(all_scores)
+        labels = torch.cat(all_labels)
+        boxes = torch.cat(all_boxes)
+        w_scale, h_scale = meta.scale_factor
+        boxes = boxes / boxes.new_tensor([w_scale, h_scale, w_scale, h_scale])
+        if cfg.min_bbox_size >= 0:
+            wh = boxes[:, 2:] - boxes[:, :2]
+            valid = (wh > cfg.min_bbox_size).all(dim=1)
+            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+        keep = batched_nms(boxes, scores, labels, cfg.iou_thr, cfg.max_per_img)
+        results.append(Detections(boxes[keep], scores[keep], labels[keep]))
+    return results
