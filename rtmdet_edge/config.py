@@ -65,11 +65,13 @@ class ModelConfig:
         return cls(**d)
 
 
-# Detection presets (COCO configs): exp_on_reg only for l and x.
+# Detection presets (COCO configs). exp_on_reg for m, l and x: the official m config inherits it from l
+# (mmdet 3.3.0 rtmdet_m_8xb32-300e_coco.py; RTMDET_FACTS.md 2.1 says False, which the mmdet-generated fixture in
+# tests/fixtures/independent disproves).
 _DET = {
     "tiny": ModelConfig("rtmdet-tiny", deepen=0.167, widen=0.375, exp_on_reg=False),
     "s": ModelConfig("rtmdet-s", deepen=0.33, widen=0.5, exp_on_reg=False),
-    "m": ModelConfig("rtmdet-m", deepen=0.67, widen=0.75, exp_on_reg=False),
+    "m": ModelConfig("rtmdet-m", deepen=0.67, widen=0.75, exp_on_reg=True),
     "l": ModelConfig("rtmdet-l", deepen=1.0, widen=1.0, exp_on_reg=True),
     "x": ModelConfig("rtmdet-x", deepen=1.33, widen=1.25, exp_on_reg=True),
 }
