@@ -1,0 +1,108 @@
+"""Post-processing: exact greedy NMS, official end-to-end predictions on the real fixture image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rtmdet_edge.postprocess import DEPLOY, OFFICIAL, batched_nms, nms, postprocess
+from rtmdet_edge.preprocess import normalize, preprocess
+
+
+def reference_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, thr: float) -> list[int]:
+    """Plain-loop greedy class-aware NMS in float64 (mmcv semantics: suppress when IoU > thr)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep: list[int] = []
+    for i in order:
+        ok = True
+        for j in keep:
+            if labels[i] != labels[j]:
+                continue
+            xx1, yy1 = max(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1])
+            xx2, yy2 = min(boxes[i, 2], boxes[j, 2]), min(boxes[i, 3], boxes[j, 3])
+            inter = max(0.0, xx2 - xx1) * max(0.0, yy2 - yy1)
+            a = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+            b = (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1])
+            if inter / (a + b - inter) > thr:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nms_equals_greedy_reference(seed: int) -> None:
+    g = np.random.default_rng(seed)
+    n = int(g.integers(1, 1500))
+    # clustered boxes so that suppression chains are long (the hard case for block-wise NMS)
+    centers = g.uniform(0, 300, size=(max(1, n // 30), 2))[g.integers(0, max(1, n // 30), n)]
+    xy = centers + g.normal(0, 6, size=(n, 2))
+    wh = g.uniform(4, 60, size=(n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = g.permutation(n).astype(np.float32) / n  # distinct scores: the order is well defined
+    labels = g.integers(0, 3, n)
+    expected = reference_nms(boxes.astype(np.float64), scores, labels, 0.5)
+    got = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.5)
+    assert got.tolist() == expected
+    capped = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.5, max_keep=7)
+    assert capped.tolist() == expected[:7]
+
+
+def test_nms_empty() -> None:
+    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).numel() == 0
+
+
+def match_detections(got, ref_boxes, ref_scores, ref_labels, box_tol=1e-2, score_tol=1e-5) -> None:
+    """Same count; each position equal, except that detections whose scores tie within float noise may swap."""
+    assert len(got.scores) == len(ref_scores)
+    used = np.zeros(len(ref_scores), bool)
+    for i in range(len(ref_scores)):
+        cand = np.nonzero(
+            ~used
+            & (np.abs(ref_scores - got.scores[i]) <= score_tol)
+            & (ref_labels == got.labels[i])
+            & (np.abs(ref_boxes - got.boxes[i]).max(axis=1) <= box_tol)
+        )[0]
+        assert len(cand), f"detection {i} (label {got.labels[i]}, score {got.scores[i]:.6f}) not in the reference"
+        j = cand[0] if i not in cand else i
+        assert abs(int(j) - i) <= 3, f"detection {i} found at {j}: order differs beyond a near-tie"
+        used[j] = True
+
+
+def test_predict_matches_official_end_to_end(official_dir, official_tiny) -> None:
+    ref = np.load(official_dir / "rtmdet_tiny" / "predict.npz")
+    batch, metas = preprocess(ref["image_bgr"], 640)
+    x = normalize(batch)
+    assert np.array_equal(x.numpy(), ref["inputs"])  # letterbox + normalisation bit-exact
+    with torch.no_grad():
+        out = official_tiny(x)
+    det = postprocess(out, metas, OFFICIAL)[0].numpy()
+    assert len(det) == 300
+    match_detections(det, ref["pred_bboxes"], ref["pred_scores"], ref["pred_labels"])
+
+
+def test_postprocess_of_official_head_outputs_is_exact(official_dir) -> None:
+    ref = np.load(official_dir / "rtmdet_tiny" / "predict.npz")
+    _, metas = preprocess(ref["image_bgr"], 640)
+    out = {
+        "cls_scores": [torch.from_numpy(ref[f"head_cls_score_{i}"]) for i in range(3)],
+        "bbox_preds": [torch.from_numpy(ref[f"head_bbox_pred_{i}"]) for i in range(3)],
+    }
+    det = postprocess(out, metas, OFFICIAL)[0].numpy()
+    np.testing.assert_array_equal(det.labels, ref["pred_labels"])
+    np.testing.assert_allclose(det.boxes, ref["pred_bboxes"], atol=1e-3)
+    np.testing.assert_allclose(det.scores, ref["pred_scores"], atol=1e-6)
+
+
+def test_deploy_preset_is_a_subset_in_spirit(official_dir, official_tiny) -> None:
+    ref = np.load(official_dir / "rtmdet_tiny" / "predict.npz")
+    batch, metas = preprocess([ref["image_bgr"], ref["image_bgr"][:300]], 640)  # two sizes in one batch
+    with torch.no_grad():
+        out = official_tiny(normalize(batch))
+    dets = [d.numpy() for d in postprocess(out, metas, DEPLOY)]
+    for d, meta in zip(dets, metas):
+        assert len(d) <= DEPLOY.max_per_img and (d.scores >= DEPLOY.score_thr).all()
+        h, w = meta.ori_shape
+        assert (d.boxes[:, 2] <= 640 / meta.scale_factor[0] + 1e-3).all() and (d.boxes >= -1e-3).all()
