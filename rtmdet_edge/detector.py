@@ -22,7 +22,7 @@ from rtmdet_edge.model import RTMDet, build_model
 from rtmdet_edge.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
 from rtmdet_edge.preprocess import normalize, normalize_numpy, preprocess
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -42,7 +42,7 @@ class Detector:
         weights_or_model: an RTMDet module, a checkpoint path (.pth: this project's, official or bare state dict),
             or an exported model (.onnx, .xml, .engine) for the matching backend.
         imgsz: network input size (square letterbox, long side resized to it).
-        backend: "torch", "onnxruntime", "openvino" or "tensorrt".
+        backend: "torch", "torch-compile", "onnxruntime", "openvino" or "tensorrt".
         postprocess: "official" (score 0.001, nms_pre 30000, IoU 0.65, 300 boxes), "deploy" (0.3, 1000, 0.65, 100)
             or a PostprocessConfig.
         model: preset name, needed for a bare state dict whose architecture cannot be inferred.
@@ -90,7 +90,9 @@ class Detector:
             num = int(getattr(self.model, "num_classes", num_classes or 80))
         else:
             num = num_classes or 80
-        if backend != "torch":
+        if backend == "torch-compile" and self.model is not None:
+            self.model = torch.compile(self.model)
+        elif backend != "torch":
             from targets import load_backend
 
             source = self.model if self.model is not None else weights_or_model
@@ -121,6 +123,11 @@ class Detector:
         if not images:
             return []
         batch, metas = preprocess(images, self.imgsz)
+        if getattr(self.backend, "has_nms", False):  # exported with --nms: the graph already decoded and filtered
+            from targets.export import nms_outputs_to_detections
+
+            dets = [d.numpy() for d in nms_outputs_to_detections(self.backend(normalize_numpy(batch)), metas)]
+            return dets[0] if single else dets
         outputs = self.infer_raw(batch)
         dets = [d.numpy() for d in postprocess(outputs, metas, self.post_cfg, self.strides)]
         return dets[0] if single else dets

@@ -38,3 +38,80 @@ def outputs_to_dict(arrays: Sequence[np.ndarray | torch.Tensor]) -> dict[str, li
 def dict_to_outputs(outputs: dict[str, Sequence[torch.Tensor]]) -> list[torch.Tensor]:
     """The model's output dict -> a flat list in OUTPUT_NAMES order (what export and backends use)."""
     return [*outputs["cls_scores"], *outputs["bbox_preds"]]
+
+
+# Backend choice by file suffix (STYLE.md rule 9): a small dict, the runtime imported only when chosen.
+BACKEND_BY_SUFFIX = {
+    ".onnx": "onnxruntime",
+    ".xml": "openvino",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+    ".pth": "torch",
+    ".pt": "torch",
+}
+BACKEND_NAMES = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
+
+
+def load_backend(path_or_model, name: str | None = None, **kwargs) -> Backend:
+    """A Backend for a model file or an nn.Module.
+
+    name=None picks by suffix (BACKEND_BY_SUFFIX). A PyTorch model or checkpoint with name "onnxruntime", "openvino"
+    or "tensorrt" is exported first (fused ONNX in a temporary folder, `imgsz` from kwargs, default 640); an .onnx
+    file also opens in OpenVINO (which reads ONNX) and builds a TensorRT engine next to it. Extra kwargs go to the
+    backend class (e.g. providers=, precision=, hint=, num_threads=, device=).
+    """
+    from pathlib import Path
+
+    from rtmdet_edge.errors import UserError
+
+    if name is not None and name not in BACKEND_NAMES:
+        raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if isinstance(path_or_model, torch.nn.Module) or Path(path_or_model).suffix.lower() in (".pth", ".pt"):
+        model = path_or_model
+        if not isinstance(model, torch.nn.Module):
+            from rtmdet_edge.checkpoint import load_checkpoint
+
+            model = load_checkpoint(model)
+        name = name or "torch"
+        if name in ("torch", "torch-compile"):
+            from targets.torch_backend import TorchBackend
+
+            return TorchBackend(model, compile=name == "torch-compile", **kwargs)
+        import tempfile
+
+        from targets.export import export_onnx
+
+        imgsz = kwargs.pop("imgsz", 640)
+        tmp = Path(tempfile.mkdtemp(prefix="rtmdet_edge_"))
+        path_or_model = export_onnx(model, tmp / "model.onnx", imgsz=imgsz, dynamic=True)
+    path = Path(path_or_model)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in BACKEND_BY_SUFFIX:
+        raise UserError(f"cannot tell the runtime of {path.name}; expected one of {', '.join(BACKEND_BY_SUFFIX)}")
+    name = name or BACKEND_BY_SUFFIX[suffix]
+    kwargs.pop("imgsz", None)  # runtime files carry their input size
+    device = str(kwargs.pop("device", "cpu"))  # torch-style device names, as the Detector passes them
+    if name == "onnxruntime" and suffix == ".onnx":
+        from targets.onnxruntime import OrtBackend
+
+        if "providers" not in kwargs and device.startswith("cpu"):
+            kwargs["providers"] = ["CPUExecutionProvider"]
+        return OrtBackend(path, **kwargs)
+    if name == "openvino" and suffix in (".xml", ".onnx"):
+        from targets.openvino import OpenVinoBackend
+
+        # OpenVINO has no CUDA device: torch names map to its CPU plugin, its own names (GPU, NPU, AUTO) pass
+        ov_device = "CPU" if device.split(":")[0] in ("cpu", "cuda", "auto") else device
+        return OpenVinoBackend(path, device=ov_device, **kwargs)
+    if name == "tensorrt" and suffix in (".engine", ".plan", ".onnx"):
+        from targets.tensorrt import TrtBackend, build_engine
+
+        if suffix == ".onnx":
+            precision = kwargs.pop("precision", "fp32")
+            path = build_engine(path, path.with_suffix(f".{precision}.engine"), precision=precision)
+        if not device.startswith("cuda"):
+            raise UserError(f"the tensorrt backend runs on a CUDA device, not {device!r}")
+        return TrtBackend(path, device=device, **kwargs)
+    raise UserError(f"the {name} backend cannot run a {suffix} file")

@@ -1,0 +1,135 @@
+"""`rtmdet-edge export`: ONNX, OpenVINO IR or a TensorRT engine, each checked against PyTorch right after it is made.
+
+    rtmdet-edge export --weights rtmdet_tiny.pth --format onnx --imgsz 640 [--dynamic] [--nms]
+    rtmdet-edge export --weights rtmdet_tiny.pth --format openvino --precision fp16     # f16-compressed weights
+    rtmdet-edge export --weights rtmdet_tiny.pth --format tensorrt --precision fp16     # strongly typed engine
+    rtmdet-edge export --weights model_qdq.onnx --reference rtmdet_tiny.pth --format tensorrt --precision int8
+
+The parity check runs the new file on real images (the demo image + coco128 when ../shared/data exists, else a
+synthetic scene), compares raw outputs and final detections with the PyTorch model and exits with an error when they
+drift beyond the tolerance of the precision (targets.parity.RAW_TOLERANCE). The report is written next to the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from rtmdet_edge.errors import UserError
+
+log = logging.getLogger(__name__)
+FORMATS = ("onnx", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="checkpoint (.pth), or an .onnx to convert (e.g. a Q/DQ INT8 one)")
+    p.add_argument("--model", default=None, help="preset name, for a checkpoint that does not record its config")
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="target format")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp16: float16 ONNX (onnx, tensorrt) or f16-compressed weights (openvino); bf16: OpenVINO's bf16 "
+        "inference hint on the f32 IR; int8: needs a Q/DQ .onnx as --weights",
+    )
+    p.add_argument("--imgsz", type=int, default=640, help="square input size, a multiple of 32")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--batch", type=int, default=1, help="static batch size (TensorRT: the optimal batch)")
+    g.add_argument("--dynamic", action="store_true", help="dynamic batch axis")
+    p.add_argument("--max-batch", type=int, default=8, help="TensorRT profile's max batch with --dynamic")
+    p.add_argument("--nms", action="store_true", help="append decode + class-aware NonMaxSuppression to the graph")
+    p.add_argument("--nms-preset", default="deploy", choices=("deploy", "official"), help="its thresholds")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    p.add_argument("--reference", default=None, help="checkpoint to check an .onnx --weights against")
+    p.add_argument("--parity-images", type=int, default=4, help="real images used by the parity check")
+    p.add_argument("--device", default="cuda:0", help="CUDA device for TensorRT")
+    p.add_argument("--out", default=None, help="output file (default: runs/export/<name>_<imgsz>[...].<ext>)")
+
+
+def _default_out(args: argparse.Namespace, stem: str) -> Path:
+    ext = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}[args.format]
+    parts = [stem, str(args.imgsz), args.precision]
+    if args.dynamic:
+        parts.append("dyn")
+    elif args.batch != 1:
+        parts.append(f"b{args.batch}")
+    if args.nms:
+        parts.append("nms")
+    return Path("runs/export") / ("_".join(parts) + ext)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtmdet_edge.checkpoint import load_checkpoint
+    from rtmdet_edge.model import build_model
+    from rtmdet_edge.postprocess import PRESETS
+    from targets import load_backend
+    from targets.export import NMSConfig, convert_onnx_to_fp16, export_onnx, has_qdq
+    from targets.parity import ParityError, compare, parity_images
+
+    weights = Path(args.weights)
+    if args.precision == "bf16" and args.format != "openvino":
+        raise UserError("--precision bf16 is an OpenVINO inference hint; use --format openvino")
+    if weights.suffix == ".onnx":
+        if args.nms:
+            raise UserError("--nms applies when exporting from a checkpoint, not to an existing .onnx")
+        source_onnx = weights
+        ref_path = args.reference
+    else:
+        if args.precision == "int8":
+            raise UserError("INT8 needs an explicitly quantized model: run `rtmdet-edge quantize`, export its .onnx")
+        source_onnx = None
+        ref_path = weights
+    model = None
+    if ref_path is not None:
+        model = load_checkpoint(ref_path, build_model(args.model) if args.model else None).eval()
+    stem = model.config.name if model is not None else weights.stem
+    out = Path(args.out) if args.out else _default_out(args, stem)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    if source_onnx is None:
+        import onnx
+
+        onnx_path = out if args.format == "onnx" and args.precision == "fp32" else out.with_suffix(".fp32.onnx")
+        nms = NMSConfig.from_postprocess(PRESETS[args.nms_preset]) if args.nms else None
+        export_onnx(model, onnx_path, args.imgsz, args.batch, args.dynamic, args.opset, nms, not args.no_simplify)
+        log.info("wrote %s", onnx_path)
+        if args.format == "onnx" and args.precision == "fp16":
+            onnx.save(convert_onnx_to_fp16(onnx.load(str(onnx_path))), str(out))
+    else:
+        import onnx
+
+        onnx_path = source_onnx
+        if args.precision == "int8" and not has_qdq(onnx.load(str(onnx_path), load_external_data=False)):
+            raise UserError(f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: it is not an INT8 model")
+        if args.format == "onnx":
+            raise UserError("--weights is already an .onnx; choose --format openvino or tensorrt")
+
+    backend_kw: dict = {}
+    if args.format == "openvino":
+        from targets.openvino import convert_to_openvino
+
+        convert_to_openvino(onnx_path, out, compress_to_fp16=args.precision == "fp16")
+        backend_kw["precision"] = {"fp32": "fp32", "fp16": "f16-weights", "bf16": "bf16", "int8": None}[args.precision]
+    elif args.format == "tensorrt":
+        from targets.tensorrt import build_engine
+
+        build_engine(onnx_path, out, args.precision, batch=args.batch, max_batch=args.max_batch)
+        backend_kw["device"] = args.device
+    print(f"exported {out}")
+
+    if model is None:
+        print("parity check skipped: pass --reference CHECKPOINT to compare an .onnx input with PyTorch")
+        return 0
+    backend = load_backend(out, **backend_kw)
+    images = parity_images(args.parity_images)
+    report_path = out.with_name(out.name + ".parity.json")
+    report = compare(backend, model, images, imgsz=args.imgsz)
+    report_path.write_text(json.dumps(report.to_dict(), indent=1))
+    if not report.ok:
+        raise ParityError(f"{out} drifted from PyTorch (report: {report_path}): {report.summary()}")
+    print(f"parity: {report.summary()}")
+    return 0

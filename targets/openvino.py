@@ -1,0 +1,134 @@
+"""OpenVINO: ONNX -> IR conversion and a CPU backend with explicit precision and performance hints.
+
+The bf16 trap: on CPUs with AVX512_BF16 or AMX, OpenVINO's CPU plugin *defaults* INFERENCE_PRECISION_HINT to bf16, so
+an "f32" IR silently runs in bf16 (about 3 significant digits) unless the hint is set. This backend always sets it and
+reports the precision the compiled model actually uses.
+
+Precisions: "fp32" (f32 IR, f32 inference), "bf16" (same IR, bf16 inference hint) and "f16-weights" (IR saved with
+compress_to_fp16=True: weights stored as f16 and decompressed to f32 at load on CPU, f32 inference).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from rtmdet_edge.errors import UserError
+
+PRECISIONS = ("fp32", "bf16", "f16-weights")
+_ALIASES = {"f32": "fp32", "fp32": "fp32", "bf16": "bf16", "f16-weights": "f16-weights", "fp16-weights": "f16-weights"}
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+
+
+def _import_ov():
+    try:
+        import openvino
+    except ImportError as e:
+        raise UserError(f"the openvino backend needs the openvino package ({e}); pip install openvino") from None
+    return openvino
+
+
+def convert_to_openvino(
+    onnx_path: str | os.PathLike, xml_path: str | os.PathLike, compress_to_fp16: bool = False
+) -> Path:
+    """ONNX -> OpenVINO IR (.xml + .bin). compress_to_fp16 stores weights as f16 (half the file, same f32 compute).
+
+    openvino.save_model compresses by default; here f32 is the default so an "fp32" IR holds the exact weights.
+    """
+    ov = _import_ov()
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.convert_model(str(onnx_path))
+    _copy_onnx_metadata(onnx_path, model)
+    model.set_rt_info("f16-weights" if compress_to_fp16 else "fp32", ["rtmdet_edge", "weights"])
+    ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+    return xml_path
+
+
+def _copy_onnx_metadata(onnx_path: str | os.PathLike, model) -> None:
+    from targets.export import read_metadata
+
+    for key, value in read_metadata(onnx_path).items():
+        model.set_rt_info(value, ["rtmdet_edge", "onnx", key])
+
+
+def _has_f16_weights(model) -> bool:
+    ov = _import_ov()
+    return any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in model.get_ops())
+
+
+class OpenVinoBackend:
+    """Runs an IR (.xml) or .onnx file with one compiled model and one reused InferRequest.
+
+    Args:
+        precision: "fp32", "bf16" or "f16-weights" (None: "f16-weights" if the IR stores f16 weights, else "fp32").
+        hint: "latency" (one stream, all cores on one request) or "throughput" (several streams).
+        num_threads: INFERENCE_NUM_THREADS (None: OpenVINO's default, all cores).
+        copy_outputs: return copies; False returns the request's own buffers, overwritten by the next call.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        precision: str | None = None,
+        hint: str = "latency",
+        num_threads: int | None = None,
+        device: str = "CPU",
+        copy_outputs: bool = True,
+    ) -> None:
+        ov = _import_ov()
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"OpenVINO model not found: {path}")
+        if hint not in HINTS:
+            raise UserError(f"unknown OpenVINO hint {hint!r}; choose latency or throughput")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as e:
+            raise UserError(f"OpenVINO cannot read {path}: {str(e).splitlines()[0]}") from None
+        f16_weights = _has_f16_weights(model)
+        if precision is None:
+            precision = "f16-weights" if f16_weights else "fp32"
+        if precision not in _ALIASES:
+            raise UserError(f"unknown OpenVINO precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        precision = _ALIASES[precision]
+        if precision == "f16-weights" and not f16_weights:
+            raise UserError(f"{path} stores f32 weights; export with --precision fp16 for an f16-weights IR")
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": HINTS[hint],
+        }
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = int(num_threads)
+        self.compiled = core.compile_model(model, device, config)
+        effective = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if precision == "bf16" and "bf16" not in effective and "bfloat16" not in effective:
+            warnings.warn(f"OpenVINO {device} does not run bf16 here (runs {effective}); labelled fp32", stacklevel=2)
+            precision = "fp32"
+        self.request = self.compiled.create_infer_request()
+        self.path = path
+        self.precision = precision
+        self.hint = hint
+        self.effective_precision = effective
+        self.device = device.lower()
+        self.config = config
+        shape = model.inputs[0].get_partial_shape()
+        self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
+        self.output_names = tuple(o.get_any_name() for o in model.outputs)
+        self.has_nms = "num_dets" in self.output_names
+        self._copy = copy_outputs
+        self._n_out = len(self.output_names)
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.request.infer({0: batch}, share_inputs=True, share_outputs=True)
+        outs = [self.request.get_output_tensor(i).data for i in range(self._n_out)]
+        return [o.copy() for o in outs] if self._copy else outs
+
+    def __repr__(self) -> str:
+        return f"OpenVinoBackend({self.path.name}, {self.precision}, hint={self.hint})"

@@ -1,0 +1,112 @@
+"""ONNX export: checker, names, static/dynamic batch, in-graph NMS against rtmdet_edge.postprocess, the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from _targets_helpers import IMGSZ, exported, real_images, shared_model
+
+from rtmdet_edge.errors import UserError
+from rtmdet_edge.postprocess import DEPLOY, postprocess
+from rtmdet_edge.preprocess import normalize_numpy, preprocess
+from targets import INPUT_NAME, OUTPUT_NAMES
+from targets.export import NMS_OUTPUT_NAMES, NMSConfig, export_onnx, nms_outputs_to_detections, read_metadata
+from targets.onnxruntime import OrtBackend
+from targets.parity import compare
+
+
+@pytest.fixture(scope="module")
+def model():
+    return shared_model()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return real_images(2)
+
+
+@pytest.fixture(scope="module")
+def raw_onnx():
+    return exported("raw")
+
+
+@pytest.fixture(scope="module")
+def nms_onnx():
+    return exported("nms")
+
+
+def test_raw_export_is_checked_named_and_static(raw_onnx, model):
+    m = onnx.load(str(raw_onnx))
+    onnx.checker.check_model(m, full_check=True)
+    assert [i.name for i in m.graph.input] == [INPUT_NAME]
+    assert [o.name for o in m.graph.output] == list(OUTPUT_NAMES)
+    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [1, 3, IMGSZ, IMGSZ]
+    assert [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] == [1, 80, IMGSZ // 8, IMGSZ // 8]
+    assert not any(n.op_type == "BatchNormalization" for n in m.graph.node), "the fused model is exported"
+    meta = read_metadata(m)
+    assert meta["outputs"] == "raw" and json.loads(meta["imgsz"]) == [IMGSZ, IMGSZ]
+    assert not getattr(model, "fused", False), "export must not fuse the caller's model"
+
+
+def test_raw_export_matches_torch_on_real_images(raw_onnx, model, images):
+    report = compare(OrtBackend(raw_onnx, num_threads=1), model, images)
+    assert report.raw_max_abs_norm < 1e-4, report.summary()  # acceptance: ORT fp32 within 1e-4 of PyTorch
+    assert report.det_ref > 0 and report.det_match == 1.0, report.summary()
+
+
+def test_nms_graph_matches_postprocess_deploy(nms_onnx, model, images):
+    backend = OrtBackend(nms_onnx, num_threads=1)
+    assert backend.output_names == NMS_OUTPUT_NAMES and backend.has_nms and backend.input_shape[0] == -1
+    batch_u8, metas = preprocess(images, IMGSZ)
+    outs = backend(normalize_numpy(batch_u8))  # one dynamic batch of len(images)
+    assert outs[0].shape == (len(images), 1) and outs[1].shape == (len(images), DEPLOY.max_per_img, 4)
+    with torch.no_grad():
+        ref = postprocess(model(torch.from_numpy(normalize_numpy(batch_u8))), metas, DEPLOY)
+    got = nms_outputs_to_detections(outs, metas)
+    assert sum(len(r) for r in ref) > 0, "the deploy threshold left nothing to compare"
+    for r, g in zip(ref, got):
+        assert len(g) == len(r)
+        np.testing.assert_array_equal(g.labels.numpy(), r.labels.numpy())
+        np.testing.assert_allclose(g.scores.numpy(), r.scores.numpy(), atol=1e-4)
+        np.testing.assert_allclose(g.boxes.numpy(), r.boxes.numpy(), atol=1e-2)
+    n = int(outs[0][0, 0])  # padding rows are zero / -1
+    assert (outs[3][0, n:] == -1).all() and (outs[2][0, n:] == 0).all()
+
+
+def test_nms_graph_nms_pre_and_low_threshold(model, images, tmp_path):
+    """A config where per-level top-k and the max_det cut both bind (many candidates above a tiny threshold)."""
+    cfg = replace(DEPLOY, score_thr=0.01, nms_pre=50, max_per_img=30)
+    nms = NMSConfig.from_postprocess(cfg)
+    path = export_onnx(model, tmp_path / "nms_low.onnx", IMGSZ, nms=nms, simplify=False)
+    report = compare(OrtBackend(path, num_threads=1), model, images[:1], post_cfg=cfg)
+    assert report.det_ref == 30 and report.det_got == 30 and report.det_match == 1.0, report.summary()
+
+
+def test_bad_imgsz_and_config_errors(model, tmp_path):
+    with pytest.raises(UserError, match="multiple of 32"):
+        export_onnx(model, tmp_path / "x.onnx", 300)
+    with pytest.raises(ValueError):
+        NMSConfig(score_thr=-0.1)
+
+
+def test_export_cli_writes_file_and_parity_report(tmp_path):
+    from conftest import OFFICIAL
+
+    from rtmdet_edge.cli import main
+
+    ckpt = OFFICIAL / "rtmdet_tiny" / "checkpoint.pth"
+    if not ckpt.is_file():
+        pytest.skip(f"{ckpt} not found: the shared fixtures folder must sit beside the repository")
+    out = tmp_path / "tiny.onnx"
+    args = ["export", "--weights", str(ckpt), "--imgsz", str(IMGSZ), "--out", str(out)]
+    args += ["--parity-images", "1", "--no-simplify"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "tiny.onnx.parity.json").read_text())
+    assert report["ok"] and report["raw_max_abs_norm"] < 1e-4
+    # INT8 from a checkpoint is a clear user error (it needs the Q/DQ ONNX of `rtmdet-edge quantize`)
+    assert main(["export", "--weights", str(ckpt), "--precision", "int8", "--out", str(out)]) == 2
