@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+from rtmdet_edge import UserError, build_model  # noqa: E402
+from rtmdet_edge.data import build_dataset  # noqa: E402
+from targets.benchmark import (  # noqa: E402
+    INT8_REASON,
+    ModelFiles,
+    add_arguments,
+    measure_memory,
+    run_benchmark,
+    unavailable_reason,
+)
+from targets.report import ROW_FIELDS, empty_row, markdown_table  # noqa: E402
+
+IMGSZ = 64
+NUM_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model("rtmdet-tiny", num_classes=NUM_CLASSES).eval()
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    dataset = build_dataset("synthetic:3", split="val", num_classes=NUM_CLASSES, imgsz=IMGSZ)
+    # threads=1 keeps the test quick on a loaded 2-core machine; the CLI default is 2
+    return run_benchmark(
+        tiny_model,
+        dataset,
+        out,
+        targets=["torch", "onnxruntime", "openvino", "tensorrt"],
+        precisions=["fp32", "int8"],
+        imgsz=IMGSZ,
+        threads=1,
+        warmup=1,
+        runs=3,
+        throughput_batch=2,
+        max_images=2,
+        parity_images=1,
+        memory=False,
+        progress=False,
+        command="pytest",
+    )
+
+
+@pytest.mark.slow
+def test_report_files_and_rows(report, tmp_path):
+    files = report["files"]
+    on_disk = json.loads(open(files["json"]).read())
+    assert on_disk["meta"]["threads"] == 1 and on_disk["meta"]["warmup"] == 1 and on_disk["meta"]["runs"] == 3
+    assert on_disk["meta"]["num_images"] == 2
+    for key in ("latency_vs_map", "latency_bars"):
+        with open(files[key], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    rows = {(r["target"], r["precision"]): r for r in on_disk["rows"]}
+    assert set(rows) == {(t, p) for t in ("torch", "onnxruntime", "openvino", "tensorrt") for p in ("fp32", "int8")}
+    for key in (("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")):
+        row = rows[key]
+        assert set(ROW_FIELDS) <= set(row)
+        assert row["available"] and row["reason"] is None, row["reason"]
+        for lat in (row["latency_model"], row["latency_e2e"]):
+            assert lat["runs"] == 3 and lat["warmup"] == 1
+            assert 0 < lat["median_ms"] <= lat["p90_ms"]
+        # end to end = pre + model + post, so it cannot be faster than the model alone by more than noise
+        assert row["pre_ms"] > 0 and row["post_ms"] > 0
+        assert row["fps"] == pytest.approx(1000 / row["latency_e2e"]["median_ms"])
+        assert row["throughput"]["batch"] == 2 and row["throughput"]["images_per_s"] > 0
+        assert row["model_size_mb"] > 0.1
+        assert 0 <= row["mAP"] <= 100 and math.isfinite(row["mAP_delta"])
+        assert row["parity"]["ok"], row["parity"]
+        assert row["parity"]["raw_max_abs_norm"] < 1e-3
+    assert rows[("torch", "fp32")]["mAP_delta"] == 0.0
+    # fp32 backends compute the same function: mAP equal to PyTorch's within 0.1 (acceptance criterion)
+    assert abs(rows[("onnxruntime", "fp32")]["mAP_delta"]) <= 0.1
+    assert abs(rows[("openvino", "fp32")]["mAP_delta"]) <= 0.1
+    assert rows[("openvino", "fp32")]["effective_precision"] == "f32"  # the f32 hint is really set
+    assert rows[("openvino", "fp32")]["model_file"].endswith(".xml")
+    assert not rows[("onnxruntime", "int8")]["available"] and "quantize" in rows[("onnxruntime", "int8")]["reason"]
+    assert not rows[("tensorrt", "fp32")]["available"] and rows[("tensorrt", "fp32")]["reason"]
+    md = open(files["md"]).read()
+    assert "| onnxruntime | fp32 |" in md and "tensorrt fp32:" in md and "`pytest`" in md
+
+
+@pytest.mark.slow
+def test_memory_probe_runs_in_a_fresh_process(report):
+    models = Path(report["files"]["json"]).parent / "models"
+    files = ModelFiles(checkpoint=models / "model.pt", onnx=models / "model.onnx", xml=models / "model.xml")
+    mem = measure_memory("onnxruntime", "fp32", files, threads=1, imgsz=IMGSZ)
+    assert "error" not in mem, mem
+    assert mem["peak_rss_mb"] >= mem["baseline_rss_mb"] > 50  # python + torch + onnxruntime alone are > 50 MB
+    assert mem["model_rss_mb"] == pytest.approx(mem["peak_rss_mb"] - mem["baseline_rss_mb"])
+    assert mem["model_rss_mb"] >= 0
+
+
+def test_unavailable_reasons():
+    files = ModelFiles(checkpoint=None, onnx=None, xml=None)
+    assert unavailable_reason("onnxruntime", "int8", files) == INT8_REASON
+    assert unavailable_reason("openvino", "int8", files) == INT8_REASON
+    assert "CUDA" in unavailable_reason("torch", "fp16", files) or torch.cuda.is_available()
+    assert unavailable_reason("onnxruntime", "fp32", files) is None
+    assert unavailable_reason("openvino", "fp32", files) is None
+    assert unavailable_reason("nope", "fp32", files).startswith("unknown target")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert "not installed" in unavailable_reason("tensorrt", "fp32", files)
+
+
+def test_unknown_target_and_class_mismatch_are_user_errors(tiny_model, tmp_path):
+    dataset = build_dataset("synthetic:2", split="val", num_classes=NUM_CLASSES, imgsz=IMGSZ)
+    with pytest.raises(UserError, match="unknown target"):
+        run_benchmark(tiny_model, dataset, tmp_path, targets=["coreml"], imgsz=IMGSZ)
+    other = build_dataset("synthetic:2", split="val", num_classes=NUM_CLASSES + 1, imgsz=IMGSZ)
+    with pytest.raises(UserError, match="classes"):
+        run_benchmark(tiny_model, other, tmp_path, targets=["onnxruntime"], imgsz=IMGSZ)
+
+
+def test_markdown_lists_unavailable_rows_with_reasons():
+    ok = empty_row("onnxruntime", "fp32")
+    ok.update(
+        mAP=12.345,
+        mAP_delta=0.0,
+        latency_model={"median_ms": 10.0, "p90_ms": 11.0},
+        latency_e2e={"median_ms": 11.5, "p90_ms": 12.0},
+        pre_ms=0.5,
+        post_ms=1.0,
+        fps=87.0,
+        model_size_mb=4.2,
+    )
+    text = markdown_table([ok, empty_row("tensorrt", "fp16", "no CUDA device")])
+    assert "| onnxruntime | fp32 | 12.35 | 0.00 |" in text
+    assert "10.0 / 11.0" in text and "11.5 / 12.0" in text
+    assert "- tensorrt fp16: no CUDA device" in text
+
+
+def test_cli_defaults():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--weights", "w.pt", "--targets", "onnxruntime,openvino", "--precision", "fp32,bf16"])
+    assert args.targets == ["onnxruntime", "openvino"] and args.precision == ["fp32", "bf16"]
+    assert args.threads == 2 and args.imgsz == 640 and args.data == "synthetic"
+    assert np.isclose(args.runs, 50) and args.warmup == 10
