@@ -162,13 +162,13 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, pre
     if model is None:
         if "config" in ckpt:
             model = build_model(ModelConfig.from_dict(ckpt["config"]))
-            if ckpt.get("fused"):
-                model.fuse()
         else:
             cfg = infer_config(state_dict)
             if cfg is None:
                 raise UserError(f"cannot tell which model {path} holds; pass --model (or build the model yourself)")
             model = build_model(cfg)
+    if ckpt.get("fused") and not getattr(model, "fused", False):
+        model.fuse()  # a fused checkpoint holds the deployment form's keys (BN folded, Rep merged, head un-shared)
     load_state_dict_strict(model, state_dict, source=str(path))
     names = ckpt.get("class_names")
     if isinstance(names, (list, tuple)) and len(names) == getattr(model, "num_classes", len(names)):

@@ -92,6 +92,8 @@ def get_config(name: str, num_classes: int | None = None, block: str = "dw5") ->
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
     cfg = PRESETS[name]
     changes: dict[str, Any] = {"block": block}
+    if block in REP_FAMILIES:  # matched-cost widths of the Rep baselines (REP_COST_MATCH, end of this file)
+        changes["block_widen"], changes["block_deepen"] = REP_COST_MATCH[name.rsplit("-", 1)[-1]]
     if num_classes is not None:
         changes["num_classes"] = num_classes
     return replace(cfg, **changes)
@@ -145,3 +147,20 @@ class TrainConfig:
         if self.stage2_epochs is not None:
             return max(0, min(self.stage2_epochs, self.epochs))
         return min(20, round(self.epochs / 15))
+
+
+# Matched cost for the re-parameterised 3x3 baselines (rtmdet_edge/rep.py; benchmarks/model_costs.py measures it).
+# A Rep block (two 3x3 units, ~18 c^2 MACs per pixel) costs ~1.8x a dw5 block (3x3 + 5x5 depth-wise + 1x1, ~10 c^2),
+# so the Rep detectors keep dw5's depths and narrow the whole network (stem and stages, and with them neck and head)
+# to the width on a 1/128 grid (even stage widths) whose params and FLOPs at 640 come closest to dw5's; all within 7%
+# (training and deployed forms; the deployed Rep form has fewer of both: its 1x1 branches are merged away).
+# dw3/dw7 need nothing: the kernel size changes a block by 16c or 24c parameters (<1% of the model, paper 1.4).
+# size -> (block_widen, block_deepen); rep3 and qarep3 share it (they differ by a few BN parameters).
+REP_FAMILIES = ("rep3", "qarep3")
+REP_COST_MATCH: dict[str, tuple[float | None, float | None]] = {
+    "tiny": (0.34375, None),  # stages 44/88/176/352: params +2.1% (deployed -3.3%), deployed FLOPs -6.5%
+    "s": (0.453125, None),  # stages 58/116/232/464: params +1.4% (deployed -4.4%), deployed FLOPs -6.7%
+    "m": (0.65625, None),  # stages 84/168/336/672: params +5.7% (deployed -2.5%), deployed FLOPs -5.3%
+    "l": (0.84375, None),  # stages 108/216/432/864: params +5.3% (deployed -3.9%), deployed FLOPs -6.8%
+    "x": (1.03125, None),  # stages 132/264/528/1056: params +5.6% (deployed -4.2%), deployed FLOPs -7.0%
+}
