@@ -1,0 +1,59 @@
+"""`rtmdet-edge eval`: COCO box mAP of a checkpoint on a dataset; prints the table and writes OUT/metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from rtmdet_edge.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--weights", required=True, help="checkpoint: this project's .pth, an official OpenMMLab .pth or a state dict")
+    a("--model", default=None, help="model preset (needed for official checkpoints; ours record their config)")
+    a("--data", default="synthetic", help="COCO json (with --images), DOTA root, dataset YAML or 'synthetic'")
+    a("--images", default=None, help="images folder of a COCO json --data")
+    a("--split", default="val", help="split of --data to evaluate (default: val)")
+    a("--imgsz", type=int, default=None, help="test size (default: the checkpoint's training size, else 640)")
+    a("--batch", type=int, default=8, help="batch size (default: 8)")
+    a("--device", default="auto", help="cpu | cuda | cuda:N | auto (default: auto)")
+    a("--workers", type=int, default=2, help="DataLoader workers (default: 2)")
+    a("--out", default="runs/eval", help="output folder for metrics.json (default: runs/eval)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtmdet_edge.checkpoint import load_checkpoint, read_checkpoint
+    from rtmdet_edge.data import build_dataset
+    from rtmdet_edge.evaluate import evaluate
+    from rtmdet_edge.model import build_model
+
+    device_name = args.device
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available on this machine")
+    device = torch.device(device_name)
+
+    dataset = build_dataset(args.data, args.images, split=args.split)
+    ckpt = read_checkpoint(args.weights)
+    if args.model is not None:
+        model = load_checkpoint(args.weights, build_model(args.model, num_classes=dataset.num_classes))
+    else:
+        model = load_checkpoint(args.weights)
+    if model.num_classes != dataset.num_classes:
+        raise UserError(f"the model predicts {model.num_classes} classes but {args.data} has {dataset.num_classes}")
+    imgsz = args.imgsz or (ckpt.get("train_config") or {}).get("imgsz") or 640
+    model = model.to(device).eval()
+
+    result = evaluate(model, dataset, imgsz=imgsz, batch_size=args.batch, device=device, workers=args.workers)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"weights": str(args.weights), "data": args.data, "split": args.split, "imgsz": imgsz} | result.to_dict()
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    print(result.table())
+    print(f"wrote {out / 'metrics.json'}")
+    return 0

@@ -1,0 +1,385 @@
+"""`rtmdet-edge train`: data -> model -> optimizer -> resume -> epoch loop (explicit stage-2 switch) -> save.
+
+The same command runs on one CPU, one GPU or many: under `torchrun` every process trains on its shard
+(DistributedDataParallel: gloo on CPU, nccl on CUDA; BatchNorm -> SyncBatchNorm when world_size > 1 on CUDA) and rank 0 logs,
+evaluates the EMA weights and writes checkpoints. --batch is the total batch over all processes.
+
+Outputs in --out: last.pth (every epoch, and every --save-interval-iters iterations mid-epoch), best.pth (best EMA mAP),
+metrics.csv, metrics.jsonl, metrics.png, train.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from rtmdet_edge.config import TrainConfig
+from rtmdet_edge.ema import ModelEMA, unwrap
+from rtmdet_edge.engine import train_one_epoch
+from rtmdet_edge.errors import UserError
+from rtmdet_edge.loader import build_train_loader, set_loader_epoch
+from rtmdet_edge.optim import LRSchedule, build_optimizer, scaled_lr, short_run_warmup
+
+log = logging.getLogger("rtmdet_edge.train")
+
+METRIC_COLUMNS = (
+    "epoch", "stage", "lr", "loss", "loss_cls", "loss_bbox", "grad_norm", "num_pos", "skipped_iters", "epoch_time_s",
+    "AP", "AP50", "AP75", "APs", "APm", "APl",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    a = parser.add_argument
+    a("--model", default="rtmdet-tiny", help="model preset (default: rtmdet-tiny)")
+    a("--block", default=d.block, help=f"basic block family of backbone/neck (default: {d.block})")
+    a("--data", default=d.data, help="COCO json (with --images), DOTA root, dataset YAML, or 'synthetic' (default)")
+    a("--images", default=None, help="images folder of a COCO json --data")
+    a("--val-data", default=None, help="validation data spec (default: the 'val' split of --data)")
+    a("--val-images", default=None, help="images folder of a COCO json --val-data (default: --images)")
+    a("--epochs", type=int, default=d.epochs, help=f"training epochs (default: {d.epochs})")
+    a("--batch", type=int, default=16, help="total batch size over all processes (default: 16; official: 256)")
+    a("--imgsz", type=int, default=d.imgsz, help=f"train/val image size (default: {d.imgsz})")
+    a("--device", default=d.device, help="cpu | cuda | cuda:N | auto (default: auto); under torchrun cuda:LOCAL_RANK")
+    a("--out", default=d.out, help=f"output folder (default: {d.out})")
+    a("--resume", default=None, help="checkpoint to resume from, or 'auto' for OUT/last.pth")
+    a("--workers", type=int, default=d.workers, help=f"DataLoader workers per process (default: {d.workers})")
+    a("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
+    a("--deterministic", action="store_true", help="deterministic algorithms (slower; exact resume needs --workers 0)")
+    a("--lr", type=float, default=None, help="base learning rate (default: 0.004 * batch / 256)")
+    a("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default: {d.weight_decay})")
+    a("--warmup-iters", type=int, default=d.warmup_iters, help="linear warm-up iterations, capped at 10%% of the run")
+    a("--stage2-epochs", type=int, default=None, help="final epochs without Mosaic/MixUp (default: min(20, epochs/15))")
+    a("--eval-interval", type=int, default=d.eval_interval, help="evaluate EMA weights every N epochs (0: never)")
+    a("--save-interval-iters", type=int, default=0, help="also write last.pth every N iterations mid-epoch (0: off)")
+    a("--val-batch", type=int, default=d.val_batch, help=f"validation batch size (default: {d.val_batch})")
+    a("--no-amp", action="store_true", help="disable mixed precision on CUDA (AMP is never used on CPU)")
+    a("--max-grad-norm", type=float, default=None, help="clip gradients to this norm (default: no clipping, as official)")
+    a("--stop-after-iters", type=int, default=None, help=argparse.SUPPRESS)  # test hook: exit as if killed
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        model=args.model,
+        block=args.block,
+        data=args.data,
+        images=args.images,
+        val_data=args.val_data,
+        val_images=args.val_images,
+        epochs=args.epochs,
+        batch=args.batch,
+        imgsz=args.imgsz,
+        device=args.device,
+        out=args.out,
+        workers=args.workers,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_iters=args.warmup_iters,
+        stage2_epochs=args.stage2_epochs,
+        eval_interval=args.eval_interval,
+        save_interval_iters=args.save_interval_iters,
+        val_batch=args.val_batch,
+        amp=not args.no_amp,
+        max_grad_norm=args.max_grad_norm,
+        resume=args.resume,
+        stop_after_iters=args.stop_after_iters,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    main(config_from_args(args))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Setup helpers
+def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). Under torchrun (WORLD_SIZE set) joins the process group."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg == "auto":
+        device_arg = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_arg.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device_arg}: CUDA is not available on this machine")
+        device = torch.device("cuda", local_rank) if world_size > 1 or device_arg == "cuda" else torch.device(device_arg)
+        torch.cuda.set_device(device)
+    elif device_arg == "cpu":
+        device = torch.device("cpu")
+    else:
+        raise UserError(f"--device must be cpu, cuda, cuda:N or auto, got {device_arg!r}")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict[str, Any]:
+    # numpy's state holds an ndarray, which weights_only loading refuses: store it as a tensor.
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states(world_size: int) -> list[dict[str, Any]]:
+    """Every rank's RNG state (collective: all ranks must call it)."""
+    if world_size == 1:
+        return [rng_state()]
+    states: list[Any] = [None] * world_size
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def setup_logging(out: Path, is_main: bool) -> None:
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    if is_main and not any(isinstance(h, logging.FileHandler) for h in log.handlers):
+        out.mkdir(parents=True, exist_ok=True)
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+        for handler in (logging.StreamHandler(), logging.FileHandler(out / "train.log")):
+            handler.setFormatter(fmt)
+            log.addHandler(handler)
+        log.propagate = False
+
+
+def write_metrics(out: Path, row: dict[str, Any]) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    csv_path = out / "metrics.csv"
+    new = not csv_path.exists()
+    with open(csv_path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+    plot_metrics(out)
+
+
+def plot_metrics(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in ("loss", "loss_cls", "loss_bbox"):
+        axes[0].plot(epochs, [r.get(key) for r in rows], label=key)
+    axes[0].set(title="train loss", xlabel="epoch")
+    axes[0].legend()
+    axes[1].plot(epochs, [r.get("lr") for r in rows])
+    axes[1].set(title="mean lr", xlabel="epoch")
+    evaluated = [r for r in rows if r.get("AP") is not None]
+    for key in ("AP", "AP50"):
+        axes[2].plot([r["epoch"] for r in evaluated], [r[key] for r in evaluated], marker="o", label=key)
+    axes[2].set(title="val mAP (EMA)", xlabel="epoch", ylim=(0, 1))
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=80)
+    plt.close(fig)
+
+
+def resolve_resume(resume: str | None, out: Path) -> Path | None:
+    if resume is None:
+        return None
+    path = out / "last.pth" if resume == "auto" else Path(resume)
+    if not path.is_file():
+        if resume == "auto":
+            return None  # nothing to resume yet: start fresh
+        raise UserError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+def main(cfg: TrainConfig) -> dict[str, Any]:
+    """Train; returns {"best_ap", "last_metrics", "out", "model" (raw weights module), "ema" (EMA module)}."""
+    from rtmdet_edge.checkpoint import read_checkpoint, save_checkpoint
+    from rtmdet_edge.data import build_dataset
+    from rtmdet_edge.evaluate import evaluate
+    from rtmdet_edge.loss import build_criterion
+    from rtmdet_edge.model import build_model
+
+    rank, world_size, device = setup_distributed(cfg.device)
+    is_main = rank == 0
+    out = Path(cfg.out)
+    setup_logging(out, is_main)
+    seed_everything(cfg.seed + rank, cfg.deterministic)
+    if cfg.batch % world_size:
+        raise UserError(f"--batch {cfg.batch} is not divisible by the {world_size} processes")
+    batch_per_rank = cfg.batch // world_size
+
+    # data
+    train_set = build_dataset(cfg.data, cfg.images, split="train", imgsz=cfg.imgsz)
+    val_set = None
+    if is_main and cfg.eval_interval > 0:
+        val_spec = cfg.val_data or cfg.data
+        val_set = build_dataset(val_spec, cfg.val_images or cfg.images, split="val", imgsz=cfg.imgsz)
+    num_samples_per_rank = -(-len(train_set) // world_size)
+    iters_per_epoch = num_samples_per_rank // batch_per_rank
+    if iters_per_epoch == 0:
+        raise UserError(f"{len(train_set)} training images are fewer than one batch of {cfg.batch}; lower --batch")
+
+    # model
+    model = build_model(cfg.model, num_classes=train_set.num_classes, block=cfg.block).to(device)
+    criterion = build_criterion(model)
+    if world_size > 1 and device.type == "cuda":
+        # Official: SyncBN when world_size > 1. torch's SyncBatchNorm is CUDA-only; on CPU (gloo) each rank normalises
+        # its own shard and DDP's broadcast_buffers keeps the running statistics equal to rank 0's.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    raw_model = model
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # optimizer, schedule, EMA, AMP
+    lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch)
+    optimizer = build_optimizer(raw_model, lr, cfg.weight_decay)
+    schedule = LRSchedule(
+        base_lr=lr,
+        iters_per_epoch=iters_per_epoch,
+        max_epochs=cfg.epochs,
+        warmup_iters=short_run_warmup(cfg.warmup_iters, iters_per_epoch * cfg.epochs),
+        warmup_start_factor=cfg.warmup_start_factor,
+        min_lr_ratio=cfg.min_lr_ratio,
+    )
+    ema = ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    stage2_epoch = cfg.epochs - cfg.resolved_stage2_epochs()
+    log.info(
+        "%s on %s: %d images, %d classes, %d processes x batch %d, %d iters/epoch, lr %.3g, warm-up %d iters, "
+        "stage 2 from epoch %d",
+        cfg.model, device, len(train_set), train_set.num_classes, world_size, batch_per_rank, iters_per_epoch, lr,
+        schedule.warmup_iters, stage2_epoch,
+    )  # fmt: skip
+
+    # resume
+    start_epoch, start_iter, best_ap = 0, 0, -1.0
+    resume_path = resolve_resume(cfg.resume, out)
+    if resume_path is not None:
+        ckpt = read_checkpoint(resume_path)
+        raw_model.load_state_dict(ckpt["model"])
+        ema.load_state_dict({"module": ckpt["ema"], "steps": ckpt["ema_steps"]})
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, start_iter, best_ap = ckpt["next_epoch"], ckpt["next_iter"], ckpt["best_ap"]
+        states = ckpt["rng"]
+        set_rng_state(states[rank] if len(states) == world_size else states[0])
+        log.info("resumed from %s at epoch %d iteration %d", resume_path, start_epoch, start_iter)
+
+    def save(name: str, next_epoch: int, next_iter: int, metrics: dict[str, Any] | None = None) -> None:
+        states = gather_rng_states(world_size)  # collective: every rank calls save
+        if not is_main:
+            return
+        payload = {
+            "model": raw_model.state_dict(),
+            "ema": ema.module.state_dict(),
+            "ema_steps": ema.steps,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "scheduler": {"step": next_epoch * iters_per_epoch + next_iter, **dataclasses.asdict(schedule)},
+            "next_epoch": next_epoch,
+            "next_iter": next_iter,
+            "best_ap": best_ap,
+            "rng": states,
+            "config": raw_model.config.to_dict(),
+            "train_config": cfg.to_dict(),
+            "class_names": list(train_set.class_names),
+            "metrics": metrics or {},
+        }
+        save_checkpoint(out / name, payload)
+
+    # epoch loop
+    stage = 2 if start_epoch >= stage2_epoch else 1
+    loader = build_train_loader(cfg, stage, train_set, rank=rank, world_size=world_size, pin=device.type == "cuda")
+    last: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        if epoch == stage2_epoch and stage == 1:
+            stage = 2  # PipelineSwitchHook: no Mosaic/MixUp for the last stage2_epochs epochs
+            loader = build_train_loader(cfg, stage, train_set, rank=rank, world_size=world_size, pin=device.type == "cuda")
+            log.info("epoch %d: switched to the stage-2 pipeline", epoch)
+        skip = start_iter if epoch == start_epoch else 0
+        set_loader_epoch(loader, epoch, start_batch=skip, seed=cfg.seed, rank=rank)
+        stats = train_one_epoch(
+            model, criterion, loader, optimizer, scaler, ema, schedule, epoch,
+            iters_per_epoch=iters_per_epoch, start_iter=skip, device=device, max_grad_norm=cfg.max_grad_norm,
+            max_nonfinite_steps=cfg.max_nonfinite_steps, save_every_iters=cfg.save_interval_iters,
+            save_fn=lambda i, e=epoch: save("last.pth", e, i + 1), stop_after_iters=cfg.stop_after_iters,
+            show_progress=is_main,
+        )  # fmt: skip
+        if world_size > 1 and device.type != "cuda":
+            # Plain BN on CPU: the last forward left each rank its own running statistics; take rank 0's everywhere.
+            for buffer in raw_model.buffers():
+                dist.broadcast(buffer, 0)
+        row: dict[str, Any] = {"epoch": epoch, "stage": stage} | stats
+        final = epoch == cfg.epochs - 1
+        due = cfg.eval_interval > 0 and ((epoch + 1) % cfg.eval_interval == 0 or epoch >= stage2_epoch or final)
+        if is_main and due and val_set is not None:
+            result = evaluate(ema.module, val_set, imgsz=cfg.imgsz, batch_size=cfg.val_batch, device=device)
+            row |= result.metrics
+            log.info("epoch %d EMA: AP %.4f AP50 %.4f", epoch, result.metrics["AP"], result.metrics["AP50"])
+        if is_main:
+            write_metrics(out, row)
+            log.info("epoch %d: %s", epoch, {k: round(v, 5) for k, v in stats.items() if isinstance(v, float)})
+        is_best = row.get("AP") is not None and row["AP"] > best_ap
+        if is_best:
+            best_ap = row["AP"]
+        save("last.pth", epoch + 1, 0, row)
+        if is_best and is_main:
+            save_checkpoint(out / "best.pth", read_checkpoint(out / "last.pth"))
+        last = row
+        if world_size > 1:
+            dist.barrier()  # rank 0 evaluates and writes while the others wait
+    if world_size > 1:
+        dist.destroy_process_group()
+    return {"best_ap": best_ap, "last_metrics": last, "out": str(out), "model": raw_model, "ema": ema.module}
+
+
+if __name__ == "__main__":  # `torchrun -m rtmdet_edge.train ...` works without the CLI wrapper
+    _parser = argparse.ArgumentParser(prog="rtmdet-edge train", description=__doc__)
+    add_arguments(_parser)
+    try:
+        raise SystemExit(run(_parser.parse_args()))
+    except UserError as _e:
+        print(f"error: {_e}", file=__import__("sys").stderr)
+        raise SystemExit(2) from None
