@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from inference import _cpu_name, load_benchmark_model, load_image  # noqa: E402
+from inference import load_benchmark_model, load_image  # noqa: E402
 
 from rtmdet_edge.preprocess import letterbox, normalize_numpy  # noqa: E402
 from targets import INPUT_NAME  # noqa: E402
 from targets.export import export_onnx  # noqa: E402
-from targets.latency import measure_latency, summarize, time_calls  # noqa: E402
+from targets.latency import cpu_name, measure_latency, summarize, time_calls  # noqa: E402
 
 MAX_RATIO = 1.10
 _OV_KEYS = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "ENABLE_CPU_PINNING")
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds_onnxruntime": args.rounds,
         "benchmark_app_runs": args.app_rounds,
         "max_ratio": MAX_RATIO,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "load_average_at_end": list(os.getloadavg()),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "results": results,
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "harness_overhead.json").write_text(json.dumps(report, indent=1))
     lines = [
-        f"Model-only latency of {args.model} at {args.imgsz}, batch 1, {args.threads} threads, CPU {_cpu_name()}; both "
+        f"Model-only latency of {args.model} at {args.imgsz}, batch 1, {args.threads} threads, CPU {cpu_name()}; both "
         f"sides measured alternately in the same run (ONNX Runtime: {args.rounds} rounds; OpenVINO: our runs split around {args.app_rounds} benchmark_app runs of {args.seconds} s). Bound: ours <= {MAX_RATIO:.2f} x reference.",
         "",
         "| runtime | ours (median ms) | reference | reference (median ms) | ratio | within bound |",

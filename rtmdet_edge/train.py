@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rtmdet_edge.config import TrainConfig
-from rtmdet_edge.ema import ModelEMA, unwrap
+from rtmdet_edge.ema import ModelEMA
 from rtmdet_edge.engine import train_one_epoch
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.loader import build_train_loader, set_loader_epoch

@@ -41,7 +41,7 @@ from rtmdet_edge.errors import UserError
 from rtmdet_edge.postprocess import DEPLOY, OFFICIAL, PostprocessConfig, postprocess
 from rtmdet_edge.preprocess import letterbox, normalize_numpy
 from targets import outputs_to_dict
-from targets.latency import summarize, time_calls
+from targets.latency import cpu_name, summarize, time_calls
 from targets.report import empty_row, write_report
 
 TARGETS = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -369,16 +369,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def prepare_files(
     model: nn.Module,
     out_dir: Path,
@@ -524,7 +514,7 @@ def run_benchmark(
                 else "not measured (--no-memory)"
             ),
             "timing": "time.perf_counter per call; model/e2e/pre/post loops interleaved in 5 rounds after warm-up",
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cpu_count": os.cpu_count(),
             "load_average_at_end": list(os.getloadavg()),  # other users of a shared machine slow every row
             "versions": _versions(),

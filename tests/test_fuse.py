@@ -15,24 +15,12 @@ from rtmdet_edge.config import BLOCKS, ModelConfig
 from rtmdet_edge.fuse import fold_bn, fuse_model
 from rtmdet_edge.layers import ConvModule
 from rtmdet_edge.rep import RepBottleneck
+from conftest import randomize_bn
 
 
 def tiny_config(block: str, exp_on_reg: bool = False) -> ModelConfig:
     # stage widths 16/32/64/128, blocks 1/2/2/1: residual and non-residual blocks, SPP, attention, shared head convs
     return ModelConfig("test-tiny", deepen=0.33, widen=0.125, exp_on_reg=exp_on_reg, num_classes=3, block=block)
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters, so that folding errors cannot hide behind mean 0 / var 1."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.6 - 0.3)
 
 
 def outputs(model: nn.Module, x: Tensor) -> list[Tensor]:

@@ -14,6 +14,7 @@ from rtmdet_edge.blocks import CSPNeXtBlock, make_block
 from rtmdet_edge.config import BLOCKS, PRESETS, REP_COST_MATCH, ModelConfig
 from rtmdet_edge.layers import ConvModule
 from rtmdet_edge.rep import QARepVGGBlock, RepBottleneck, RepVGGBlock, make_rep_block
+from conftest import randomize_bn
 
 
 @pytest.fixture(autouse=True)
@@ -22,18 +23,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def randomize_bn(module: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.6 - 0.3)
 
 
 def test_repvgg_structure():
