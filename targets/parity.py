@@ -29,7 +29,7 @@ from targets import OUTPUT_NAMES, outputs_to_dict
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Max normalised raw difference per precision (None: report only), measured on the rtmdet-tiny fixture checkpoint
-# at 320 on demo.jpg + 3 coco128 images, with a margin (targets/README_targets.md).
+# at 320 on demo.jpg + 3 coco128 images (random weights: the hardest case), with a margin.
 RAW_TOLERANCE: dict[str, float | None] = {
     "fp32": 1e-3,  # measured <= 1.4e-4 (ORT, OpenVINO f32): the rounding of another kernel library
     "f16-weights": 5e-2,  # measured <= 3.3e-2: the weights rounded to float16
