@@ -117,4 +117,5 @@ def test_tiny_model_overfits_eight_synthetic_images():
     elapsed = time.perf_counter() - start
     result = evaluate(ema.module, ds, imgsz=imgsz, show_progress=False)
     assert result.metrics["AP50"] >= 0.9, (result.metrics, elapsed)
-    assert elapsed < 120 * 1.5, f"training took {elapsed:.0f} s"  # 2 min target; slack for a loaded shared machine
+    # 2-minute target on an idle 2-core CPU (measured 100-150 s); the bound leaves room for a shared, loaded machine
+    assert elapsed < 240, f"training took {elapsed:.0f} s"
