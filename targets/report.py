@@ -72,7 +72,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The main table (available rows), then the unavailable ones with their reasons."""
     ok = [r for r in rows if r["available"]]
     lines = [
-        "| target | precision | mAP | ΔmAP vs torch fp32 | parity: raw max abs / dets matched | model median / p90 (ms) "
+        "| target | precision | mAP (%) | ΔmAP vs torch fp32 (points) | parity: raw max abs / dets matched | model median / p90 (ms) "
         "| end-to-end median / p90 (ms) | pre + post (ms) | (pre + post) / model | FPS (e2e) | batch throughput (img/s) | model size (MB) "
         "| peak RSS / model (MB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
