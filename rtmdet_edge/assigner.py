@@ -96,18 +96,6 @@ class DynamicSoftLabelAssigner:
         self.center_fn = center_fn
 
     @torch.no_grad()
-    def __call__(
-        self,
-        priors: Tensor,
-        cls_logits: Tensor,
-        pred_boxes: Tensor,
-        gt_boxes: Tensor,
-        gt_labels: Tensor,
-        gt_centers: Tensor | None = None,
-    ) -> AssignResult:
-        return self.assign(priors, cls_logits, pred_boxes, gt_boxes, gt_labels, gt_centers)
-
-    @torch.no_grad()
     def assign(
         self,
         priors: Tensor,
@@ -202,6 +190,7 @@ class DynamicSoftLabelAssigner:
         matched_gt = matching[fg].to(torch.uint8).argmax(dim=1)
         return dynamic_ks, matched_gt, fg
 
+    __call__ = assign
 
 def _soft_cls_cost(logits: Tensor, gt_labels: Tensor, pairwise_ious: Tensor) -> Tensor:
     """Sum over classes of BCE(logit, onehot*IoU) * |onehot*IoU - sigmoid(logit)|^2, [V, C] x [G] x [V, G] -> [V, G].

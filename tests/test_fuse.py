@@ -45,13 +45,7 @@ class _Tuple(nn.Module):
         return tuple(out["cls_scores"] + out["bbox_preds"])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_fold_bn_matches_conv_then_bn():
     torch.manual_seed(0)

@@ -17,13 +17,7 @@ from rtmdet_edge.rep import QARepVGGBlock, RepBottleneck, RepVGGBlock, make_rep_
 from conftest import randomize_bn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_repvgg_structure():
     unit = RepVGGBlock(8, 8)
