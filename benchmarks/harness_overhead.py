@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from inference import load_benchmark_model, load_image  # noqa: E402
 
-from rtmdet_edge.preprocess import letterbox, normalize_numpy  # noqa: E402
+from rtmdet_edge.inference.preprocess import letterbox, normalize_numpy  # noqa: E402
 from targets import INPUT_NAME  # noqa: E402
 from targets.export import export_onnx  # noqa: E402
 from targets.latency import cpu_name, measure_latency, summarize, time_calls  # noqa: E402

@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rtmdet_edge import build_model, load_checkpoint  # noqa: E402
-from rtmdet_edge.postprocess import DEPLOY, OFFICIAL, postprocess  # noqa: E402
-from rtmdet_edge.preprocess import letterbox, normalize  # noqa: E402
+from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, postprocess  # noqa: E402
+from rtmdet_edge.inference.preprocess import letterbox, normalize  # noqa: E402
 from targets.latency import cpu_name, cuda_sync_for, summarize, time_calls  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

@@ -153,7 +153,7 @@ def main() -> int:
 
 
 def _stage_channels(cfg: ModelConfig) -> list[int]:
-    from rtmdet_edge.backbone import stage_channels
+    from rtmdet_edge.models.backbone import stage_channels
 
     return stage_channels(cfg.widen if cfg.block_widen is None else cfg.block_widen)[1:]
 

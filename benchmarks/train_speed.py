@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from rtmdet_edge.data import SyntheticDataset, build_test_pipeline
-from rtmdet_edge.ema import ModelEMA
-from rtmdet_edge.engine import train_one_epoch
-from rtmdet_edge.loader import collate_train
-from rtmdet_edge.loss import build_criterion
-from rtmdet_edge.model import build_model
-from rtmdet_edge.optim import build_optimizer
+from rtmdet_edge.training.ema import ModelEMA
+from rtmdet_edge.training.engine import train_one_epoch
+from rtmdet_edge.data.loader import collate_train
+from rtmdet_edge.training.loss import build_criterion
+from rtmdet_edge.models.model import build_model
+from rtmdet_edge.training.optim import build_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

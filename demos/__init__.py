@@ -1,1 +1,1 @@
-"""Camera and video demo scripts, and the drawing shared with `rtmdet-edge predict`."""
+"""Camera and video demo scripts (plain scripts; drawing lives in rtmdet_edge.inference.draw)."""

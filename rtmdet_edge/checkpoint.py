@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtmdet_edge.backbone import stage_channels
+from rtmdet_edge.models.backbone import stage_channels
 from rtmdet_edge.config import PRESETS, ModelConfig
 from rtmdet_edge.errors import UserError
 
@@ -155,7 +155,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, pre
     Accepts this project's checkpoints (which record their config), official OpenMMLab `.pth` files and bare state
     dicts (their architecture is inferred from the tensor shapes: size, class count, kernel size).
     """
-    from rtmdet_edge.model import build_model
+    from rtmdet_edge.models.model import build_model
 
     ckpt = read_checkpoint(path)
     state_dict = extract_state_dict(ckpt, prefer_ema=prefer_ema)

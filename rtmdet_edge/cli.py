@@ -15,9 +15,9 @@ from rtmdet_edge.errors import UserError
 
 # name -> (module, one-line help). Modules are imported when the parser is built so --help lists every option.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("rtmdet_edge.train", "train RTMDet (single process, or many under torchrun)"),
-    "eval": ("rtmdet_edge.eval_cmd", "COCO mAP of a checkpoint on a dataset"),
-    "predict": ("rtmdet_edge.predict", "detect on images, folders, videos or a camera"),
+    "train": ("rtmdet_edge.training.train", "train RTMDet (single process, or many under torchrun)"),
+    "eval": ("rtmdet_edge.evaluation.eval_cmd", "COCO mAP of a checkpoint on a dataset"),
+    "predict": ("rtmdet_edge.inference.predict", "detect on images, folders, videos or a camera"),
     "export": ("targets.export_cmd", "export to ONNX, OpenVINO IR or a TensorRT engine"),
     "quantize": ("quant.cli", "INT8 post-training quantization and QAT"),
     "benchmark": ("targets.benchmark", "accuracy and speed of every target x precision"),

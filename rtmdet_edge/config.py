@@ -19,7 +19,7 @@ class ModelConfig:
 
     deepen/widen scale the P5 CSPNeXt table (blocks = max(round(n*deepen), 1), channels = int(c*widen)).
     kind: "det" (boxes), "ins" (boxes + instance masks) or "rot" (rotated boxes, le90).
-    block: basic block of backbone and neck CSP layers (see rtmdet_edge.blocks).
+    block: basic block of backbone and neck CSP layers (see rtmdet_edge.models.blocks).
     """
 
     name: str
@@ -149,7 +149,7 @@ class TrainConfig:
         return min(20, round(self.epochs / 15))
 
 
-# Matched cost for the re-parameterised 3x3 baselines (rtmdet_edge/rep.py; benchmarks/model_costs.py measures it).
+# Matched cost for the re-parameterised 3x3 baselines (rtmdet_edge/models/rep.py; benchmarks/model_costs.py measures it).
 # A Rep block (two 3x3 units, ~18 c^2 MACs per pixel) costs ~1.8x a dw5 block (3x3 + 5x5 depth-wise + 1x1, ~10 c^2),
 # so the Rep detectors keep dw5's depths and narrow the whole network (stem and stages, and with them neck and head)
 # to the width on a 1/128 grid (even stage widths) whose params and FLOPs at 640 come closest to dw5's; all within 7%

@@ -1,7 +1,7 @@
 """Deployment targets: export and one small Backend protocol that every runtime implements (one file each).
 
 A backend runs the *raw* network: a normalised float32 batch [B,3,H,W] in, the per-level outputs out, in the order
-of `OUTPUT_NAMES` (cls_score_0..2, bbox_pred_0..2). Decoding and NMS stay in rtmdet_edge.postprocess so every backend
+of `OUTPUT_NAMES` (cls_score_0..2, bbox_pred_0..2). Decoding and NMS stay in rtmdet_edge.inference.postprocess so every backend
 shares one post-processing path (unless a model was exported with in-graph NMS).
 """
 

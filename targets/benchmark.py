@@ -1,6 +1,6 @@
 """`rtmdet-edge benchmark`: accuracy and speed of one model on every target x precision available here.
 
-For each row: COCO mAP with the same evaluation code as `eval` (rtmdet_edge.evaluate, official test settings) and its
+For each row: COCO mAP with the same evaluation code as `eval` (rtmdet_edge.evaluation.coco, official test settings) and its
 difference to PyTorch FP32, parity of the raw outputs against PyTorch FP32, latency (median and p90) of the model call
 alone and end to end (letterbox + normalise + model + decode/NMS with the deploy settings), FPS, batch throughput,
 model file size and peak memory. Rows that cannot run here say why.
@@ -38,8 +38,8 @@ from torch import nn
 from tqdm import tqdm
 
 from rtmdet_edge.errors import UserError
-from rtmdet_edge.postprocess import DEPLOY, OFFICIAL, PostprocessConfig, postprocess
-from rtmdet_edge.preprocess import letterbox, normalize_numpy
+from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, PostprocessConfig, postprocess
+from rtmdet_edge.inference.preprocess import letterbox, normalize_numpy
 from targets import outputs_to_dict
 from targets.latency import cpu_name, summarize, time_calls
 from targets.report import empty_row, write_report
@@ -341,7 +341,7 @@ def _memory_probe(spec_json: str) -> int:
 
 
 class _FirstImages:
-    """The first n samples of a dataset, with the attributes rtmdet_edge.evaluate reads."""
+    """The first n samples of a dataset, with the attributes rtmdet_edge.evaluation.coco reads."""
 
     def __init__(self, dataset: Any, n: int | None) -> None:
         self.dataset = dataset
@@ -479,7 +479,7 @@ def run_benchmark(
         if (target, precision) == ("torch", "fp32"):
             reference_map = row["mAP"]
     if reference_map is None:  # torch fp32 not asked for: still evaluate it once as the reference
-        from rtmdet_edge.evaluate import evaluate
+        from rtmdet_edge.evaluation.coco import evaluate
 
         predictor = make_predictor(_TorchModelBackend(model), imgsz, eval_cfg, strides)
         ref = evaluate(predictor, subset, imgsz=imgsz, show_progress=progress)
@@ -565,7 +565,7 @@ def _measure_row(
     progress: bool,
 ) -> None:
     """Fill one row in place: build, parity, latency, throughput, mAP, memory."""
-    from rtmdet_edge.evaluate import evaluate
+    from rtmdet_edge.evaluation.coco import evaluate
     from targets.parity import compare
 
     target, precision = row["target"], row["precision"]

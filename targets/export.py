@@ -9,7 +9,7 @@ parser maps NonMaxSuppression onto its own INMSLayer) all run the same graph. Th
     det_scores float [B, max_det]     sigmoid scores, descending; 0 in padding rows
     det_labels int32 [B, max_det]     0-based class; -1 in padding rows
 
-It reproduces rtmdet_edge.postprocess (per-level top nms_pre of the (prior, class) pairs, offset-0 priors, clip to the
+It reproduces rtmdet_edge.inference.postprocess (per-level top nms_pre of the (prior, class) pairs, offset-0 priors, clip to the
 padded input, drop empty boxes, class-aware NMS with IoU > iou_thr suppressing, keep max_det by score), except that NMS
 runs on boxes in input pixels rather than after the rescale to the original image: with the letterbox's nearly
 isotropic scale factors this changes IoUs by ~1e-4 relative, so only a pair sitting exactly at the threshold can differ.
@@ -32,7 +32,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from rtmdet_edge.boxes import make_priors
+from rtmdet_edge.geometry.boxes import make_priors
 from rtmdet_edge.errors import UserError
 from targets import INPUT_NAME, OUTPUT_NAMES, dict_to_outputs
 
@@ -43,7 +43,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 @dataclass(frozen=True)
 class NMSConfig:
-    """In-graph post-processing settings; defaults are rtmdet_edge.postprocess.DEPLOY."""
+    """In-graph post-processing settings; defaults are rtmdet_edge.inference.postprocess.DEPLOY."""
 
     score_thr: float = 0.3
     iou_thr: float = 0.65
@@ -58,7 +58,7 @@ class NMSConfig:
 
     @classmethod
     def from_postprocess(cls, cfg: Any) -> NMSConfig:
-        """From a rtmdet_edge.postprocess.PostprocessConfig (min_bbox_size 0 is what the graph implements)."""
+        """From a rtmdet_edge.inference.postprocess.PostprocessConfig (min_bbox_size 0 is what the graph implements)."""
         if getattr(cfg, "min_bbox_size", 0.0) != 0.0:
             raise ValueError("the in-graph NMS implements min_bbox_size=0 (drop empty boxes) only")
         return cls(score_thr=cfg.score_thr, iou_thr=cfg.iou_thr, nms_pre=cfg.nms_pre, max_det=cfg.max_per_img)
@@ -79,7 +79,7 @@ def deployment_model(model: nn.Module) -> nn.Module:
     """A fused float32 CPU copy in eval mode; the caller's model is left untouched."""
     model = copy.deepcopy(model).float().cpu().eval()
     try:
-        from rtmdet_edge.fuse import fuse_model
+        from rtmdet_edge.models.fuse import fuse_model
     except ImportError:  # fuse.py not present in this checkout: the unfused graph computes the same thing
         return model
     if not getattr(model, "fused", False):
@@ -324,7 +324,7 @@ def append_nms(
 
 def nms_outputs_to_detections(arrays: Sequence[np.ndarray], metas: Sequence[Any]) -> list:
     """NMS-graph outputs (NMS_OUTPUT_NAMES order) -> one Detections per image in original-image pixels."""
-    from rtmdet_edge.postprocess import Detections
+    from rtmdet_edge.inference.postprocess import Detections
 
     num, boxes, scores, labels = (np.asarray(a) for a in arrays)
     out = []

@@ -64,8 +64,8 @@ def _default_out(args: argparse.Namespace, stem: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from rtmdet_edge.checkpoint import load_checkpoint
-    from rtmdet_edge.model import build_model
-    from rtmdet_edge.postprocess import PRESETS
+    from rtmdet_edge.models.model import build_model
+    from rtmdet_edge.inference.postprocess import PRESETS
     from targets import load_backend
     from targets.export import NMSConfig, convert_onnx_to_fp16, export_onnx, has_qdq
     from targets.parity import ParityError, compare, parity_images

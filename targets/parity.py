@@ -4,7 +4,7 @@ Raw outputs are compared per output as max |backend - torch| (`raw_max_abs`, in 
 applies to `raw_max_abs_norm`, the same difference on the scale of the values the last convs produce: box distances
 divided by their stride (they are reg * stride pixels), then divided by max(1, max |reference|) of that output, so an
 image whose logits reach 15 is held to the same relative float32 rounding as one whose logits stay within 1.
-Detections go through rtmdet_edge.postprocess on both sides (or the in-graph NMS outputs on the backend side) and
+Detections go through rtmdet_edge.inference.postprocess on both sides (or the in-graph NMS outputs on the backend side) and
 are matched greedily: same label and IoU >= 0.9.
 """
 
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rtmdet_edge.boxes import box_iou
+from rtmdet_edge.geometry.boxes import box_iou
 from rtmdet_edge.errors import UserError
-from rtmdet_edge.postprocess import DEPLOY, Detections, PostprocessConfig, postprocess
-from rtmdet_edge.preprocess import normalize_numpy, preprocess
+from rtmdet_edge.inference.postprocess import DEPLOY, Detections, PostprocessConfig, postprocess
+from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess
 from targets import OUTPUT_NAMES, outputs_to_dict
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rtmdet_edge.assigner import INF, DynamicSoftLabelAssigner
-from rtmdet_edge.boxes import distance2bbox, make_priors, points_in_boxes
+from rtmdet_edge.training.assigner import INF, DynamicSoftLabelAssigner
+from rtmdet_edge.geometry.boxes import distance2bbox, make_priors, points_in_boxes
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official" / "rtmdet_tiny"
 needs_fixture = pytest.mark.skipif(

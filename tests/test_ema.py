@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rtmdet_edge.ema import ModelEMA, ema_momentum, unwrap
+from rtmdet_edge.training.ema import ModelEMA, ema_momentum, unwrap
 
 
 def _net() -> nn.Module:

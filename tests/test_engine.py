@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from rtmdet_edge.data import SyntheticDataset, build_test_pipeline
-from rtmdet_edge.ema import ModelEMA
-from rtmdet_edge.engine import NonFiniteLossError, train_one_epoch
-from rtmdet_edge.evaluate import evaluate
-from rtmdet_edge.loader import ResumableSampler, collate_train
-from rtmdet_edge.loss import build_criterion
-from rtmdet_edge.model import build_model
-from rtmdet_edge.optim import LRSchedule, build_optimizer
+from rtmdet_edge.training.ema import ModelEMA
+from rtmdet_edge.training.engine import NonFiniteLossError, train_one_epoch
+from rtmdet_edge.evaluation.coco import evaluate
+from rtmdet_edge.data.loader import ResumableSampler, collate_train
+from rtmdet_edge.training.loss import build_criterion
+from rtmdet_edge.models.model import build_model
+from rtmdet_edge.training.optim import LRSchedule, build_optimizer
 
 IMGSZ = 64
 

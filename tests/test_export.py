@@ -1,4 +1,4 @@
-"""ONNX export: checker, names, static/dynamic batch, in-graph NMS against rtmdet_edge.postprocess, the CLI."""
+"""ONNX export: checker, names, static/dynamic batch, in-graph NMS against rtmdet_edge.inference.postprocess, the CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from _targets_helpers import IMGSZ, exported, real_images, shared_model
 
 from rtmdet_edge.errors import UserError
-from rtmdet_edge.postprocess import DEPLOY, postprocess
-from rtmdet_edge.preprocess import normalize_numpy, preprocess
+from rtmdet_edge.inference.postprocess import DEPLOY, postprocess
+from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess
 from targets import INPUT_NAME, OUTPUT_NAMES
 from targets.export import NMS_OUTPUT_NAMES, NMSConfig, export_onnx, nms_outputs_to_detections, read_metadata
 from targets.onnxruntime import OrtBackend

@@ -10,11 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from rtmdet_edge import build_model, load_checkpoint, save_checkpoint
-from rtmdet_edge.blocks import CSPNeXtBlock
+from rtmdet_edge.models.blocks import CSPNeXtBlock
 from rtmdet_edge.config import BLOCKS, ModelConfig
-from rtmdet_edge.fuse import fold_bn, fuse_model
-from rtmdet_edge.layers import ConvModule
-from rtmdet_edge.rep import RepBottleneck
+from rtmdet_edge.models.fuse import fold_bn, fuse_model
+from rtmdet_edge.models.layers import ConvModule
+from rtmdet_edge.models.rep import RepBottleneck
 from conftest import randomize_bn
 
 

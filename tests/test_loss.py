@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rtmdet_edge
-from rtmdet_edge.loss import FLT_EPSILON, GIoULoss, QualityFocalLoss, RTMDetCriterion, build_criterion, reduce_mean
+from rtmdet_edge.training.loss import FLT_EPSILON, GIoULoss, QualityFocalLoss, RTMDetCriterion, build_criterion, reduce_mean
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official" / "rtmdet_tiny"
 needs_fixture = pytest.mark.skipif(

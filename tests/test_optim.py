@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtmdet_edge.model import build_model
-from rtmdet_edge.optim import LRSchedule, build_optimizer, lr_at, param_groups, scaled_lr, short_run_warmup
+from rtmdet_edge.models.model import build_model
+from rtmdet_edge.training.optim import LRSchedule, build_optimizer, lr_at, param_groups, scaled_lr, short_run_warmup
 
 
 class _MMEngineChain:

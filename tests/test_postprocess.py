@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rtmdet_edge.postprocess import DEPLOY, OFFICIAL, batched_nms, nms, postprocess
-from rtmdet_edge.preprocess import normalize, preprocess
+from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, batched_nms, nms, postprocess
+from rtmdet_edge.inference.preprocess import normalize, preprocess
 
 
 def reference_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, thr: float) -> list[int]:

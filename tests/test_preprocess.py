@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtmdet_edge.preprocess import letterbox, normalize, normalize_numpy
+from rtmdet_edge.inference.preprocess import letterbox, normalize, normalize_numpy
 
 
 @pytest.mark.parametrize("shape", [(600, 512), (100, 640), (480, 1000), (640, 640), (7, 3)])

@@ -10,10 +10,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from rtmdet_edge import build_model, get_config
-from rtmdet_edge.blocks import CSPNeXtBlock, make_block
+from rtmdet_edge.models.blocks import CSPNeXtBlock, make_block
 from rtmdet_edge.config import BLOCKS, PRESETS, REP_COST_MATCH, ModelConfig
-from rtmdet_edge.layers import ConvModule
-from rtmdet_edge.rep import QARepVGGBlock, RepBottleneck, RepVGGBlock, make_rep_block
+from rtmdet_edge.models.layers import ConvModule
+from rtmdet_edge.models.rep import QARepVGGBlock, RepBottleneck, RepVGGBlock, make_rep_block
 from conftest import randomize_bn
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtmdet_edge import train as train_cmd
-from rtmdet_edge.engine import STOPPED_EXIT_CODE
+from rtmdet_edge.training import train as train_cmd
+from rtmdet_edge.training.engine import STOPPED_EXIT_CODE
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VENV_BIN = Path(sys.executable).parent
@@ -28,7 +28,7 @@ def _env() -> dict[str, str]:
 
 def _train(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "rtmdet_edge.train", *args], env=_env(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "rtmdet_edge.training.train", *args], env=_env(), capture_output=True, text=True, timeout=300
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
@@ -94,7 +94,7 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
 DDP_SCRIPT = """
 import os, sys, torch
 from rtmdet_edge.config import TrainConfig
-from rtmdet_edge.train import main
+from rtmdet_edge.training.train import main
 result = main(TrainConfig(data="synthetic:8", imgsz=96, batch=4, epochs=1, device="cpu", workers=0, out=sys.argv[1],
                           eval_interval=0, seed=1))
 torch.save(result["model"].state_dict(), os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pth"))

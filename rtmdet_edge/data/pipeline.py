@@ -92,5 +92,5 @@ def build_train_pipeline(size: str, imgsz: int, stage: int, dataset=None, seed: 
 
 
 def build_test_pipeline(imgsz: int = 640) -> Compose:
-    """Keep-ratio resize (long side imgsz) + bottom/right pad 114, via rtmdet_edge.preprocess.letterbox."""
+    """Keep-ratio resize (long side imgsz) + bottom/right pad 114, via rtmdet_edge.inference.preprocess.letterbox."""
     return Compose([LetterboxResize(imgsz)])

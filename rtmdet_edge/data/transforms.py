@@ -22,7 +22,7 @@ from rtmdet_edge.data.sample import (
     norm_angle_le90,
     select,
 )
-from rtmdet_edge.preprocess import letterbox
+from rtmdet_edge.inference.preprocess import letterbox
 
 PAD_VALUE = 114
 
@@ -536,7 +536,7 @@ class FilterAnnotations:
 
 
 class LetterboxResize:
-    """Test-time resize + pad via rtmdet_edge.preprocess.letterbox; adds sample['meta'] (LetterboxMeta)."""
+    """Test-time resize + pad via rtmdet_edge.inference.preprocess.letterbox; adds sample['meta'] (LetterboxMeta)."""
 
     def __init__(self, imgsz: int | tuple[int, int] = 640) -> None:
         self.imgsz = imgsz

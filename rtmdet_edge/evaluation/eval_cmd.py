@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rtmdet_edge.checkpoint import load_checkpoint, read_checkpoint
     from rtmdet_edge.data import build_dataset
-    from rtmdet_edge.evaluate import evaluate
-    from rtmdet_edge.model import build_model
+    from rtmdet_edge.evaluation.coco import evaluate
+    from rtmdet_edge.models.model import build_model
 
     device_name = args.device
     if device_name == "auto":

@@ -2,7 +2,7 @@
 
 Train batches are (images [B,3,H,W] normalised float32 BGR, targets: list of {"boxes" [N,4] xyxy input pixels float32,
 "labels" [N] int64}). Val batches are (images, metas: list of LetterboxMeta, samples: list of the raw sample dicts
-without pixels) with the official test letterbox (rtmdet_edge.preprocess.letterbox).
+without pixels) with the official test letterbox (rtmdet_edge.inference.preprocess.letterbox).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from rtmdet_edge.preprocess import LetterboxMeta, letterbox, normalize
+from rtmdet_edge.inference.preprocess import LetterboxMeta, letterbox, normalize
 
 
 class ResumableSampler(DistributedSampler):

@@ -24,8 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtmdet_edge.assigner import AssignResult, DynamicSoftLabelAssigner
-from rtmdet_edge.boxes import aligned_giou, distance2bbox, make_priors
+from rtmdet_edge.training.assigner import AssignResult, DynamicSoftLabelAssigner
+from rtmdet_edge.geometry.boxes import aligned_giou, distance2bbox, make_priors
 
 # mmdet weight_reduce_loss divides by (avg_factor + torch.finfo(torch.float32).eps); with avg_factor=1.0 per level the
 # loss is sum / (1 + 1.1920929e-07). Kept for bitwise-close parity with official numbers.

@@ -18,9 +18,9 @@ from torch import nn
 from rtmdet_edge.checkpoint import load_checkpoint
 from rtmdet_edge.classes import default_class_names
 from rtmdet_edge.errors import UserError
-from rtmdet_edge.model import RTMDet, build_model
-from rtmdet_edge.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
-from rtmdet_edge.preprocess import normalize, normalize_numpy, preprocess
+from rtmdet_edge.models.model import RTMDet, build_model
+from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
+from rtmdet_edge.inference.preprocess import normalize, normalize_numpy, preprocess
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from demos.draw import draw_detections, draw_fps
+from rtmdet_edge.inference.draw import draw_detections, draw_fps
 from rtmdet_edge.classes import COCO_CATEGORY_IDS
-from rtmdet_edge.detector import BACKENDS, Detector
+from rtmdet_edge.inference.detector import BACKENDS, Detector
 from rtmdet_edge.errors import UserError
-from rtmdet_edge.postprocess import Detections
+from rtmdet_edge.inference.postprocess import Detections
 
 log = logging.getLogger(__name__)
 

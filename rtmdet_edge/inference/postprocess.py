@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rtmdet_edge.boxes import box_iou, distance2bbox, make_priors
-from rtmdet_edge.preprocess import LetterboxMeta
+from rtmdet_edge.geometry.boxes import box_iou, distance2bbox, make_priors
+from rtmdet_edge.inference.preprocess import LetterboxMeta
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rtmdet_edge.blocks import CSPLayer
-from rtmdet_edge.layers import ConvModule, SPPBottleneck
+from rtmdet_edge.models.blocks import CSPLayer
+from rtmdet_edge.models.layers import ConvModule, SPPBottleneck
 
 # (in, out, num_blocks, add_identity, use_spp) per stage at widen = deepen = 1 (mmdet CSPNeXt arch_settings["P5"]).
 P5_STAGES = ((64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True, False), (512, 1024, 3, False, True))

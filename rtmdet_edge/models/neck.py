@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtmdet_edge.blocks import CSPLayer
-from rtmdet_edge.layers import ConvModule
+from rtmdet_edge.models.blocks import CSPLayer
+from rtmdet_edge.models.layers import ConvModule
 
 
 class CSPNeXtPAFPN(nn.Module):

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtmdet_edge.fuse import fold_bn
-from rtmdet_edge.layers import ActLayer, ConvModule, silu
+from rtmdet_edge.models.fuse import fold_bn
+from rtmdet_edge.models.layers import ActLayer, ConvModule, silu
 
 
 def _identity_kernel(channels: int, like: Tensor) -> Tensor:

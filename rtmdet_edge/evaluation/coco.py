@@ -188,7 +188,7 @@ def evaluate(
 ) -> EvalResult:
     """COCO box mAP of predictor on dataset (samples as in rtmdet_edge.data: image BGR, boxes xyxy, labels, ...).
 
-    predictor: an RTMDet nn.Module (run on letterboxed batches, then rtmdet_edge.postprocess with the official test
+    predictor: an RTMDet nn.Module (run on letterboxed batches, then rtmdet_edge.inference.postprocess with the official test
     settings), or any callable image_bgr -> detections with .boxes [N,4] xyxy original pixels, .scores, .labels
     (a Detector, a compiled backend wrapper...).
     """
@@ -196,8 +196,8 @@ def evaluate(
     coco_gt = getattr(dataset, "coco", None)  # COCO datasets: evaluate against their own annotation file
     collector = _CocoCollector(names, cat_ids, coco_gt if hasattr(coco_gt, "imgToAnns") else None)
     if isinstance(predictor, nn.Module):
-        from rtmdet_edge.loader import build_val_loader
-        from rtmdet_edge.postprocess import OFFICIAL, postprocess
+        from rtmdet_edge.data.loader import build_val_loader
+        from rtmdet_edge.inference.postprocess import OFFICIAL, postprocess
 
         device = torch.device(device)
         was_training = predictor.training

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rtmdet_edge.boxes import box_centers, box_iou, points_in_boxes
+from rtmdet_edge.geometry.boxes import box_centers, box_iou, points_in_boxes
 
 INF = 100000000.0  # official constant: max_overlaps of unassigned priors is -INF
 EPS = 1.0e-7  # official constant inside -log(IoU + EPS)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rtmdet_edge.backbone import CSPNeXt
+from rtmdet_edge.models.backbone import CSPNeXt
 from rtmdet_edge.config import ModelConfig, get_config
 from rtmdet_edge.errors import UserError
-from rtmdet_edge.head import RTMDetSepBNHead
-from rtmdet_edge.neck import CSPNeXtPAFPN
+from rtmdet_edge.models.heads.detection import RTMDetSepBNHead
+from rtmdet_edge.models.neck import CSPNeXtPAFPN
 
 
 class RTMDet(nn.Module):
@@ -61,8 +61,8 @@ class RTMDet(nn.Module):
         return self.bbox_head(self.neck(self.backbone(images)))
 
     def fuse(self) -> RTMDet:
-        """Deployment form, in place: BN folded into convs, Rep branches merged (see rtmdet_edge/fuse.py)."""
-        from rtmdet_edge.fuse import fuse_model
+        """Deployment form, in place: BN folded into convs, Rep branches merged (see rtmdet_edge/models/fuse.py)."""
+        from rtmdet_edge.models.fuse import fuse_model
 
         return fuse_model(self)
 

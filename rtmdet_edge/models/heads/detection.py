@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from rtmdet_edge.layers import ConvModule
+from rtmdet_edge.models.layers import ConvModule
 
 
 class RTMDetSepBNHead(nn.Module):

@@ -14,10 +14,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from rtmdet_edge.ema import ModelEMA
-from rtmdet_edge.optim import set_lr
+from rtmdet_edge.training.ema import ModelEMA
+from rtmdet_edge.training.optim import set_lr
 
-log = logging.getLogger("rtmdet_edge.train")
+log = logging.getLogger("rtmdet_edge.training.train")
 STOPPED_EXIT_CODE = 75
 
 

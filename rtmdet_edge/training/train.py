@@ -26,13 +26,13 @@ import torch.distributed as dist
 from torch import nn
 
 from rtmdet_edge.config import TrainConfig
-from rtmdet_edge.ema import ModelEMA
-from rtmdet_edge.engine import train_one_epoch
+from rtmdet_edge.training.ema import ModelEMA
+from rtmdet_edge.training.engine import train_one_epoch
 from rtmdet_edge.errors import UserError
-from rtmdet_edge.loader import build_train_loader, set_loader_epoch
-from rtmdet_edge.optim import LRSchedule, build_optimizer, scaled_lr, short_run_warmup
+from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
+from rtmdet_edge.training.optim import LRSchedule, build_optimizer, scaled_lr, short_run_warmup
 
-log = logging.getLogger("rtmdet_edge.train")
+log = logging.getLogger("rtmdet_edge.training.train")
 
 METRIC_COLUMNS = (
     "epoch", "stage", "lr", "loss", "loss_cls", "loss_bbox", "grad_norm", "num_pos", "skipped_iters", "epoch_time_s",
@@ -237,9 +237,9 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     """Train; returns {"best_ap", "last_metrics", "out", "model" (raw weights module), "ema" (EMA module)}."""
     from rtmdet_edge.checkpoint import read_checkpoint, save_checkpoint
     from rtmdet_edge.data import build_dataset
-    from rtmdet_edge.evaluate import evaluate
-    from rtmdet_edge.loss import build_criterion
-    from rtmdet_edge.model import build_model
+    from rtmdet_edge.evaluation.coco import evaluate
+    from rtmdet_edge.training.loss import build_criterion
+    from rtmdet_edge.models.model import build_model
 
     rank, world_size, device = setup_distributed(cfg.device)
     is_main = rank == 0
@@ -375,7 +375,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     return {"best_ap": best_ap, "last_metrics": last, "out": str(out), "model": raw_model, "ema": ema.module}
 
 
-if __name__ == "__main__":  # `torchrun -m rtmdet_edge.train ...` works without the CLI wrapper
+if __name__ == "__main__":  # `torchrun -m rtmdet_edge.training.train ...` works without the CLI wrapper
     _parser = argparse.ArgumentParser(prog="rtmdet-edge train", description=__doc__)
     add_arguments(_parser)
     try:

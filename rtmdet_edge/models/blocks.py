@@ -1,7 +1,7 @@
 """Basic blocks of the CSP layers, one class per block family, and the CSP layer that stacks them.
 
 Families (config.BLOCKS): `dw5` is the official CSPNeXtBlock (3x3 conv, 5x5 depth-wise, 1x1 point-wise); `dw3`/`dw7` are
-the paper's kernel-size ablations; `rep3`/`qarep3` are the re-parameterised 3x3 baselines (rtmdet_edge/rep.py).
+the paper's kernel-size ablations; `rep3`/`qarep3` are the re-parameterised 3x3 baselines (rtmdet_edge/models/rep.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rtmdet_edge.layers import ActLayer, ChannelAttention, ConvModule, DepthwiseSeparableConvModule, silu
+from rtmdet_edge.models.layers import ActLayer, ChannelAttention, ConvModule, DepthwiseSeparableConvModule, silu
 
 
 class CSPNeXtBlock(nn.Module):
@@ -41,7 +41,7 @@ def make_block(block: str, channels: int, add_identity: bool, **bn_kwargs: float
     if block in ("dw3", "dw5", "dw7"):
         return CSPNeXtBlock(channels, channels, kernel_size=int(block[2:]), add_identity=add_identity, **bn_kwargs)
     if block in ("rep3", "qarep3"):
-        from rtmdet_edge.rep import make_rep_block
+        from rtmdet_edge.models.rep import make_rep_block
 
         return make_rep_block(block, channels, add_identity, **bn_kwargs)
     raise ValueError(f"unknown block family {block!r}")

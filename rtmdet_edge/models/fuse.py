@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rtmdet_edge.layers import ConvModule
+from rtmdet_edge.models.layers import ConvModule
 
 
 @torch.no_grad()

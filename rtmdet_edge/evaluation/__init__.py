@@ -1,0 +1,1 @@
+"""Evaluation: COCO mAP (pycocotools) and `eval` (DOTA mAP goes beside it)."""

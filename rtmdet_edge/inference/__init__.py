@@ -1,0 +1,1 @@
+"""Inference: pre-processing, decoding + NMS, the Detector, drawing, and `predict`."""

@@ -1,0 +1,1 @@
+"""Heads, one file each: detection (RTMDetSepBNHead); instance masks and rotated boxes go beside it."""
