@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -110,12 +109,8 @@ def test_tiny_model_overfits_eight_synthetic_images():
     model, criterion, optimizer, scaler = _setup(num_classes=3, lr=lr)
     ema = ModelEMA(model)
     schedule = LRSchedule(base_lr=lr, iters_per_epoch=1, max_epochs=iters, warmup_iters=iters // 10)
-    start = time.perf_counter()
     for it in range(iters):
         train_one_epoch(model, criterion, [batch], optimizer, scaler, ema, schedule, it, iters_per_epoch=1,
                         show_progress=False)  # fmt: skip
-    elapsed = time.perf_counter() - start
     result = evaluate(ema.module, ds, imgsz=imgsz, show_progress=False)
-    assert result.metrics["AP50"] >= 0.9, (result.metrics, elapsed)
-    # 2-minute target on an idle 2-core CPU (measured 100-150 s); the bound leaves room for a shared, loaded machine
-    assert elapsed < 240, f"training took {elapsed:.0f} s"
+    assert result.metrics["AP50"] >= 0.9, result.metrics
