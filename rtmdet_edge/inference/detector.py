@@ -97,6 +97,9 @@ class Detector:
 
             source = self.model if self.model is not None else weights_or_model
             self.backend = load_backend(source, name=backend, imgsz=imgsz, device=str(self.device), **backend_options)
+            shape = tuple(getattr(self.backend, "input_shape", ()) or ())
+            if len(shape) == 4 and shape[2] > 0 and shape[3] > 0:  # a static model file knows its own input size
+                self.imgsz = (int(shape[2]), int(shape[3])) if shape[2] != shape[3] else int(shape[2])
         self.class_names = names or default_class_names(num)
         self.strides = tuple(getattr(self.model, "strides", (8, 16, 32)))
 

@@ -1,8 +1,13 @@
-"""Draw detections (boxes with class and score) and an FPS overlay on BGR images."""
+"""Draw detections (boxes, rotated boxes, masks, with class and score) and an FPS/latency overlay on BGR images.
+
+Shared by `rtmdet-edge predict` and the demo scripts; it reads any detections object with `boxes` ([N,4] xyxy or
+[N,5] cx,cy,w,h,angle in radians), `scores`, `labels` and, when present, `masks` ([N,H,W] bool).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -16,33 +21,55 @@ def class_color(label: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
+def _label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    y = max(y, th + base)
+    cv2.rectangle(image, (x, y - th - base), (x + tw, y), color, -1)
+    cv2.putText(image, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+
+
 def draw_detections(
     image_bgr: np.ndarray,
-    boxes_xyxy: np.ndarray,
-    scores: np.ndarray,
-    labels: np.ndarray,
+    det: Any,
     class_names: Sequence[str],
     score_thr: float = 0.3,
+    copy: bool = True,
+    mask_alpha: float = 0.45,
 ) -> np.ndarray:
-    """A copy of the image with every detection at or above score_thr drawn."""
-    out = image_bgr.copy()
+    """Every detection at or above score_thr drawn on the image (on a copy unless copy=False)."""
+    out = image_bgr.copy() if copy else image_bgr
+    boxes, scores, labels = (np.asarray(x) for x in (det.boxes, det.scores, det.labels))
+    masks = getattr(det, "masks", None)
     thickness = max(1, round(sum(out.shape[:2]) / 600))
-    for box, score, label in zip(boxes_xyxy, scores, labels):
-        if score < score_thr:
-            continue
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-        color = class_color(int(label))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
-        text = f"{name} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        y_text = max(y1, th + base)
-        cv2.rectangle(out, (x1, y_text - th - base), (x1 + tw, y_text), color, -1)
-        cv2.putText(out, text, (x1, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    keep = np.flatnonzero(scores >= score_thr)
+    if masks is not None and len(keep):
+        masks = np.asarray(masks)
+        for i in keep:  # blend each mask's pixels only: cost grows with the mask area, not the image
+            m = masks[i].astype(bool)
+            if m.shape != out.shape[:2] or not m.any():
+                continue
+            color = np.array(class_color(int(labels[i])), np.float32)
+            out[m] = (out[m] * (1 - mask_alpha) + color * mask_alpha).astype(np.uint8)
+    for i in keep:
+        label, score, box = int(labels[i]), float(scores[i]), boxes[i]
+        color = class_color(label)
+        if len(box) == 5:  # rotated: cx, cy, w, h, angle (radians, le90)
+            corners = cv2.boxPoints(((float(box[0]), float(box[1])), (float(box[2]), float(box[3])),
+                                     float(np.degrees(box[4]))))  # fmt: skip
+            pts = np.round(corners).astype(np.int32)
+            cv2.polylines(out, [pts], True, color, thickness, cv2.LINE_AA)
+            x1, y1 = int(pts[:, 0].min()), int(pts[:, 1].min())
+        else:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        name = class_names[label] if 0 <= label < len(class_names) else str(label)
+        _label(out, f"{name} {score:.2f}", x1, y1, color)
     return out
 
 
-def draw_fps(image_bgr: np.ndarray, fps: float) -> np.ndarray:
-    cv2.putText(image_bgr, f"{fps:5.1f} FPS", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 4, cv2.LINE_AA)
-    cv2.putText(image_bgr, f"{fps:5.1f} FPS", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
+def draw_overlay(image_bgr: np.ndarray, fps: float, latency_ms: float | None = None) -> np.ndarray:
+    """FPS (and latency) in the top-left corner, white on a black outline so it reads on any background; in place."""
+    text = f"{fps:5.1f} FPS" + (f"  {latency_ms:5.1f} ms" if latency_ms is not None else "")
+    cv2.putText(image_bgr, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
+    cv2.putText(image_bgr, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
     return image_bgr

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from rtmdet_edge.inference.draw import draw_detections, draw_fps
+from rtmdet_edge.inference.draw import draw_detections
+from rtmdet_edge.inference.stream import run_stream
 from rtmdet_edge.classes import COCO_CATEGORY_IDS
 from rtmdet_edge.inference.detector import BACKENDS, Detector
 from rtmdet_edge.errors import UserError
@@ -72,16 +72,6 @@ def _category_ids(detector: Detector) -> Sequence[int] | None:
     return COCO_CATEGORY_IDS if len(detector.class_names) == len(COCO_CATEGORY_IDS) else None
 
 
-def _iter_frames(cap: cv2.VideoCapture, max_frames: int) -> Iterator[np.ndarray]:
-    n = 0
-    while max_frames <= 0 or n < max_frames:
-        ok, frame = cap.read()
-        if not ok:
-            return
-        n += 1
-        yield frame
-
-
 def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_thr: float, save_media: bool) -> int:
     cat_ids = _category_ids(detector)
     done = 0
@@ -94,41 +84,25 @@ def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_th
         results = to_coco_results(det, _image_id(path, index), cat_ids)
         (out / f"{path.stem}.json").write_text(json.dumps(results))
         if save_media:
-            drawn = draw_detections(image, det.boxes, det.scores, det.labels, detector.class_names, show_thr)
+            drawn = draw_detections(image, det, detector.class_names, show_thr)
             cv2.imwrite(str(out / f"{path.stem}.jpg"), drawn)
         done += 1
     return done
 
 
 def predict_stream(
-    detector: Detector, cap: cv2.VideoCapture, name: str, out: Path, show_thr: float, save_media: bool, max_frames: int
+    detector: Detector, source: str, name: str, out: Path, show_thr: float, save_media: bool, max_frames: int
 ) -> int:
+    """Detections of every frame of a video or camera -> <name>.json (COCO results, image_id = frame index), and the
+    annotated video <name>.mp4 unless save_media is False. Uses the same loop as the demo scripts."""
     cat_ids = _category_ids(detector)
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    if total and max_frames > 0:
-        total = min(total, max_frames)
-    fps_in = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    writer = None
     results: list[dict] = []
-    smoothed_fps = 0.0
-    n = 0
-    for n, frame in enumerate(tqdm(_iter_frames(cap, max_frames), total=total, desc=name, unit="frame"), start=1):
-        t0 = time.perf_counter()
-        det = detector(frame)
-        dt = time.perf_counter() - t0
-        smoothed_fps = 1.0 / dt if smoothed_fps == 0 else 0.9 * smoothed_fps + 0.1 / dt
-        results.extend(to_coco_results(det, n - 1, cat_ids))
-        if save_media:
-            drawn = draw_detections(frame, det.boxes, det.scores, det.labels, detector.class_names, show_thr)
-            draw_fps(drawn, smoothed_fps)
-            if writer is None:
-                h, w = drawn.shape[:2]
-                writer = cv2.VideoWriter(str(out / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (w, h))
-            writer.write(drawn)
-    if writer is not None:
-        writer.release()
+    stats = run_stream(
+        detector, source, detector.class_names, out=out / f"{name}.mp4" if save_media else None,
+        score_thr=show_thr, max_frames=max_frames, progress=name, on_result=lambda i, det: results.extend(to_coco_results(det, i, cat_ids)),
+    )  # fmt: skip
     (out / f"{name}.json").write_text(json.dumps(results))
-    return n
+    return stats.frames_processed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,10 +116,7 @@ def run(args: argparse.Namespace) -> int:
     save_media = not args.no_save_media
     path = Path(source)
     if source.isdigit() and not path.exists():
-        cap = cv2.VideoCapture(int(source))
-        if not cap.isOpened():
-            raise UserError(f"cannot open camera {source}")
-        n = predict_stream(detector, cap, f"camera{source}", out, args.show_thr, save_media, args.max_frames)
+        n = predict_stream(detector, source, f"camera{source}", out, args.show_thr, save_media, args.max_frames)
         print(f"{n} frames -> {out}")
         return 0
     if not path.exists():
@@ -158,10 +129,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{n}/{len(paths)} images -> {out}")
         return 0
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise UserError(f"cannot open video {path}")
-        n = predict_stream(detector, cap, path.stem, out, args.show_thr, save_media, args.max_frames)
+        n = predict_stream(detector, str(path), path.stem, out, args.show_thr, save_media, args.max_frames)
         print(f"{n} frames -> {out}")
         return 0
     if predict_images(detector, [path], out, args.show_thr, save_media) == 0:
