@@ -2,6 +2,8 @@
 
 Accepted forms:
     synthetic | synthetic:N           procedural shapes (N images; default 2000 train / 200 val)
+    study | study:N                   the gap study's easier synthetic task: 4 classes, at most 8 objects, less
+                                      clutter, no objects under 16 px (rtmdet_edge.data.synthetic.STUDY)
     path/to/instances.json            COCO; images from --images or a sibling images folder
     path/to/folder                    DOTA root (has labelTxt*/) or COCO root (annotations/instances_*.json + images/)
     path/to/data.yaml                 train:/val:/test: entries relative to the YAML (or to its `path:`), names:
@@ -102,7 +104,7 @@ def _from_yaml(path: Path, split: str, images, num_classes, imgsz, **kw: Any) ->
         img_dir = root / entry["images"] if entry.get("images") else _guess_images_dir(ann, split)
         ds = CocoDataset(ann, img_dir, **kw)
     elif isinstance(entry, str):
-        if entry.startswith("synthetic"):
+        if entry.split(":", 1)[0] in ("synthetic", "study"):
             ds = build_dataset(entry, split=split, num_classes=num_classes or (len(names) if names else None), imgsz=imgsz, **kw)
         else:
             ds = _from_path(root / entry, split, images, names, **kw)
@@ -131,15 +133,18 @@ def build_dataset(
     """
     spec_str = str(spec)
     kw: dict[str, Any] = {"transforms": transforms}
-    if spec_str == "synthetic" or spec_str.startswith("synthetic:"):
+    kind = spec_str.split(":", 1)[0]
+    if kind in ("synthetic", "study"):
         count = SYNTHETIC_DEFAULT_IMAGES.get(split, 200)
         if ":" in spec_str:
             try:
                 count = int(spec_str.split(":", 1)[1])
             except ValueError:
-                raise UserError(f"--data {spec_str}: expected synthetic:N with N an integer") from None
+                raise UserError(f"--data {spec_str}: expected {kind}:N with N an integer") from None
             if count < 1:
                 raise UserError(f"--data {spec_str}: N must be >= 1")
+        if kind == "study":
+            return SyntheticDataset(count, num_classes or 4, imgsz, seed=seed, split=split, max_objects=8, style="study", **kw)
         return SyntheticDataset(count, num_classes or 8, imgsz, seed=seed, split=split, **kw)
     path = Path(spec_str).expanduser()
     if path.suffix in (".yaml", ".yml"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -48,6 +49,29 @@ MAX_VISIBLE_DROP = 0.7  # objects hidden by more than this fraction are dropped
 MIN_VISIBLE_PIXELS = 12
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _SUBPIXEL = 4  # cv2 drawing shift: coordinates in 1/16 pixel
+
+
+@dataclass(frozen=True)
+class SyntheticStyle:
+    """Difficulty knobs. They scale values after they are drawn, so every style consumes the same random stream and
+    HARD (all 1.0, min_radius 4) renders exactly the images this generator always rendered.
+
+    clutter / distractors: multipliers of the number of clutter strokes and of unlabelled distractor shapes.
+    min_radius: smallest object half-size in pixels (objects span min_radius*2 px to half the image).
+    noise: multiplier of the sensor-noise strength.
+    """
+
+    clutter: float = 1.0
+    distractors: float = 1.0
+    min_radius: float = 4.0
+    noise: float = 1.0
+
+
+HARD = SyntheticStyle()
+# The INT8 gap study's task (benchmarks/gap_study.py): a detector must still localise precisely (mAP over IoU
+# 0.5:0.95), but without the clutter and tiny objects that keep a CPU-trained tiny model far from convergence.
+STUDY = SyntheticStyle(clutter=0.25, distractors=0.25, min_radius=8.0, noise=0.5)
+STYLES = {"hard": HARD, "study": STUDY}
 
 
 def _unit_shape(kind: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -114,6 +138,7 @@ class SyntheticDataset(DetectionDataset):
         imgsz: image size, int or (H, W).
         seed: dataset seed; split "val"/"test" draws from a different stream than "train".
         max_objects: upper bound of labelled objects drawn per image (before occlusion drops).
+        style: difficulty knobs (HARD by default; STUDY for the gap study), or a name from STYLES.
     """
 
     def __init__(
@@ -125,7 +150,13 @@ class SyntheticDataset(DetectionDataset):
         split: str = "train",
         max_objects: int = 24,
         transforms=None,
+        style: SyntheticStyle | str = HARD,
     ) -> None:
+        if isinstance(style, str):
+            if style not in STYLES:
+                raise ValueError(f"unknown synthetic style {style!r}; choose one of {', '.join(STYLES)}")
+            style = STYLES[style]
+        self.style = style
         if not 1 <= num_classes <= len(SHAPES):
             raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
         if split not in _SPLIT_CODE:
@@ -223,7 +254,8 @@ class SyntheticDataset(DetectionDataset):
     ) -> int:
         """Draw one shape of family `kind`; write obj_id into id_map under it. Returns its full area in pixels."""
         H, W = img.shape[:2]
-        radius = math.exp(rng.uniform(math.log(4), math.log(min(H, W) / 4)))  # 8 px to half the image across
+        # 2 * min_radius px (8 px by default) to half the image across
+        radius = math.exp(rng.uniform(math.log(self.style.min_radius), math.log(min(H, W) / 4)))
         aspect = rng.uniform(0.6, 1.0)
         angle = rng.uniform(0, 2 * np.pi)
         center = rng.uniform(-0.05, 1.05, 2) * [W, H]
@@ -271,10 +303,10 @@ class SyntheticDataset(DetectionDataset):
         H, W = self.imgsz
         difficulty = rng.uniform(0, 1)  # more clutter, lower contrast, more noise
         img = self._background(rng)
-        self._clutter(rng, img, int(rng.integers(0, 4 + 16 * difficulty)))
+        self._clutter(rng, img, round(int(rng.integers(0, 4 + 16 * difficulty)) * self.style.clutter))
         id_map = np.zeros((H, W), np.uint8)
         num_objects = int(rng.integers(1, self.max_objects + 1)) if rng.random() < 0.7 else int(rng.integers(1, 6))
-        num_distractors = int(rng.integers(0, 2 + 6 * difficulty))
+        num_distractors = round(int(rng.integers(0, 2 + 6 * difficulty)) * self.style.distractors)
         C = len(self.class_names)
         # Labelled objects and unlabelled distractor shapes are interleaved so they occlude each other.
         order = rng.permutation(num_objects + num_distractors) < num_objects
@@ -304,7 +336,7 @@ class SyntheticDataset(DetectionDataset):
             shade = rng.uniform(0.5, 1.3, (2, 2)).astype(np.float32)
             shade = cv2.resize(shade, (W, H), interpolation=cv2.INTER_LINEAR)
             cv2.multiply(img, cv2.merge([shade] * 3), dst=img, dtype=cv2.CV_8U)
-        sigma = 40 * difficulty * rng.uniform(0, 1)
+        sigma = 40 * difficulty * rng.uniform(0, 1) * self.style.noise
         if sigma > 2:  # sensor noise: a random window of a tiled noise tile
             y0, x0 = rng.integers(0, 256, 2)
             reps = (-(-(H + y0) // 256), -(-(W + x0) // 256), 1)
