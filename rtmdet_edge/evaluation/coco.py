@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from rtmdet_edge.evaluation.bootstrap import MatchTable, match_table
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100", "AR@300", "AR@1000", "ARs", "ARm", "ARl")
 MAX_DETS = (100, 300, 1000)  # mmdet CocoMetric proposal_nums
 
@@ -36,6 +38,8 @@ class EvalResult:
     per_class: dict[str, float] = field(default_factory=dict)
     num_images: int = 0
     num_detections: int = 0
+    # COCOeval's per-image matching, for paired bootstrap intervals (rtmdet_edge.evaluation.bootstrap); not serialised
+    matches: MatchTable | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +159,7 @@ class _CocoCollector:
             coco_eval.params.imgIds = [im["id"] for im in self.images]
             coco_eval.params.maxDets = list(MAX_DETS)
             coco_eval.evaluate()
+            matches = match_table(coco_eval)
             coco_eval.accumulate()
             coco_eval.summarize()
         metrics = {name: float(max(v, 0.0)) for name, v in zip(METRIC_NAMES, coco_eval.stats)}
@@ -164,7 +169,7 @@ class _CocoCollector:
         for k, name in enumerate(self.class_names):
             p = precision[:, :, k]
             per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
-        return EvalResult(metrics, per_class, n_img, n_det)
+        return EvalResult(metrics, per_class, n_img, n_det, matches)
 
 
 def _class_info(dataset: Any) -> tuple[list[str], list[int]]:
