@@ -1,0 +1,70 @@
+"""`rtmdet-edge gap` end to end on tiny models: rows per family x method x target, intervals, evidence, plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from quant.gap import GapSettings, Method, run_gap
+from rtmdet_edge import build_model, save_checkpoint
+from rtmdet_edge.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+
+def _checkpoint(path, block: str, num_classes: int = 3, name: str = "rtmdet-tiny"):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=num_classes, block=block)
+    save_checkpoint(path, {"model": model.state_dict(), "config": model.config.to_dict()})
+    return path
+
+
+def test_methods_parse() -> None:
+    assert Method.parse("ort-entropy-pt") == Method("ort-entropy-pt", "onnxruntime", "entropy", "per-tensor")
+    assert Method.parse("nncf").recipe == "nncf" and Method.parse("qat").recipe is None
+    with pytest.raises(UserError):
+        Method.parse("ort-magic-pc")
+
+
+def test_gap_two_families(tmp_path, one_thread) -> None:
+    weights = [str(_checkpoint(tmp_path / "dw5.pth", "dw5")), str(_checkpoint(tmp_path / "rep3.pth", "rep3"))]
+    settings = GapSettings(data="study:12", methods=("ort-minmax-pc", "tensorrt"), imgsz=64, calib_size=8,
+                           threads=1, bootstrap=50, warmup=1, runs=3)  # fmt: skip
+    report = run_gap(weights, settings, tmp_path / "gap")
+    rows = [r for r in report["rows"] if r["method"] != "fp32"]
+    assert {(r["family"].split()[0], r["method"], r["target"]) for r in rows} == {
+        (b, m, t) for b in ("dw5", "rep3") for m in ("ort-minmax-pc", "tensorrt") for t in ("onnxruntime", "openvino")
+    }
+    for r in rows:
+        assert r["available"], r
+        assert r["drop_low"] <= r["drop"] + 1e-9 and r["drop"] <= r["drop_high"] + 1e-9
+        assert r["latency_ms"] > 0 and r["size_mb"] < r["fp32_size_mb"]  # int8 weights are smaller
+    ev = report["evidence"]
+    assert set(ev) == {r["family"] for r in rows}
+    assert any("depthwise 5x5" in b for b in ev[rows[0]["family"]]["by_block"]["kurtosis"])
+    for name in ("report.json", "report.md", "gap_drop.png", "gap_latency_vs_map.png", "evidence_sensitivity.png"):
+        assert (tmp_path / "gap" / name).is_file(), name
+    assert json.loads((tmp_path / "gap" / "report.json").read_text())["rows"]
+    md = (tmp_path / "gap" / "report.md").read_text()
+    assert "| dw5 (dw5) | tensorrt | openvino |" in md and "Ten most sensitive layers" in md
+
+
+def test_gap_on_a_checkpoint_of_another_class_count(tmp_path, one_thread) -> None:
+    """An 80-class rtmdet-s on synthetic data: no accuracy to score, but the speed rows and the evidence still come."""
+    w = str(_checkpoint(tmp_path / "s80.pth", "dw5", num_classes=80, name="rtmdet-s"))
+    settings = GapSettings(data="synthetic:8", methods=("ort-minmax-pc",), targets=("onnxruntime",), imgsz=64,
+                           calib_size=8, threads=1, bootstrap=10, warmup=1, runs=2)  # fmt: skip
+    with pytest.warns(UserWarning, match="latency and evidence only"):
+        report = run_gap([w], settings, tmp_path / "gap")
+    (row,) = [r for r in report["rows"] if r["method"] != "fp32"]
+    assert row["mAP"] is None and "drop" not in row and row["latency_ms"] > 0
+    assert report["evidence"][row["family"]]["weights"]
+
+
+def test_gap_bad_input(tmp_path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        run_gap([str(tmp_path / "missing.pth")], GapSettings(), tmp_path)
+    with pytest.raises(UserError, match="unknown target"):
+        run_gap([str(tmp_path / "x.pth")], GapSettings(targets=("coreml",)), tmp_path)
