@@ -232,6 +232,7 @@ def run_family(weights: str, settings: GapSettings, out: Path, progress) -> Fami
             got = _measure(target, files[target], dataset, settings, meta)
             ref = fp32[target]
             row = {**row_base, "target": target, "available": True, "quantize_s": quantize_s,
+                   "model_file": str(files[target]),
                    **{k: v for k, v in got.items() if not k.startswith("_")},
                    "fp32_mAP": ref["mAP"], "fp32_latency_ms": ref["latency_ms"], "fp32_size_mb": ref["size_mb"],
                    "speedup": ref["latency_ms"] / got["latency_ms"] if got["latency_ms"] else None}  # fmt: skip
