@@ -116,7 +116,7 @@ def _backend_options(target: str, threads: int) -> dict[str, Any]:
     return options
 
 
-def _measure(target: str, model_file: Path, dataset, settings: GapSettings, meta: dict) -> dict[str, Any]:
+def measure_model_file(target: str, model_file: Path, dataset, settings: GapSettings, meta: dict) -> dict[str, Any]:
     """mAP (with the match table for the bootstrap) and model-only latency of one model file on one target."""
     from rtmdet_edge.evaluation.coco import evaluate
     from rtmdet_edge.inference.detector import Detector
@@ -201,7 +201,7 @@ def run_family(weights: str, settings: GapSettings, out: Path, progress) -> Fami
     fp32: dict[str, dict] = {}
     for target in settings.targets:
         progress(f"{label}: FP32 on {target}")
-        fp32[target] = _measure(target, fp32_onnx, dataset, settings, meta)
+        fp32[target] = measure_model_file(target, fp32_onnx, dataset, settings, meta)
         run.rows.append({"family": label, "block": cfg.block, "method": "fp32", "target": target,
                          **{k: v for k, v in fp32[target].items() if not k.startswith("_")}})  # fmt: skip
     for name in settings.methods:
@@ -229,7 +229,7 @@ def run_family(weights: str, settings: GapSettings, out: Path, progress) -> Fami
                 run.rows.append({**row_base, "target": target, "available": False,
                                  "reason": "TensorRT runs only with an NVIDIA GPU"})  # fmt: skip
                 continue
-            got = _measure(target, files[target], dataset, settings, meta)
+            got = measure_model_file(target, files[target], dataset, settings, meta)
             ref = fp32[target]
             row = {**row_base, "target": target, "available": True, "quantize_s": quantize_s,
                    "model_file": str(files[target]),
