@@ -35,7 +35,7 @@ def test_search_meets_a_budget_with_few_float_layers(tmp_path, one_thread) -> No
     calib = load_calibration("study:16", None, 8, 64)
     val = build_dataset("study:8", split="val", imgsz=64)
     # a random model scores ~0 mAP: any budget >= 0 is met with k = 0, a negative one never is
-    met = search_mixed_precision(model, calib, val, max_drop=0.0 + 1e9, imgsz=64, out_dir=tmp_path / "a", threads=1)
+    met = search_mixed_precision(model, calib, val, max_drop=1e9, imgsz=64, out_dir=tmp_path / "a", threads=1)
     assert met.met and met.kept_float == [] and met.steps[0]["k"] == 0
     never = search_mixed_precision(model, calib, val, max_drop=-1.0, imgsz=64, out_dir=tmp_path / "b", threads=1,
                                    max_layers=2)  # fmt: skip
