@@ -97,7 +97,7 @@ _DET = {
 PRESETS: dict[str, ModelConfig] = {cfg.name: cfg for cfg in _DET.values()}
 # RTMDet-nano: RTMPose's person and hand detectors (mmpose projects/rtmpose/rtmdet/{person,hand}/
 # rtmdet_nano_320-8xb32_*.py on the mmdet rtmdet_l base): deepen 0.33, widen 0.25, neck 64/128/256 -> 64 with one
-# block per CSP layer, head width 64, use_depthwise everywhere, share_conv False, exp_on_reg False, one class, 320 input.
+# block per CSP layer, head width 64, use_depthwise everywhere, share_conv False, exp_on_reg False, 1 class, 320 input.
 PRESETS["rtmdet-nano"] = ModelConfig(
     "rtmdet-nano",
     deepen=0.33,
@@ -127,8 +127,8 @@ def get_config(name: str, num_classes: int | None = None, block: str = "dw5") ->
         # The Rep baselines are dense 3x3 blocks cost-matched to the dense-conv sizes (REP_COST_MATCH); a
         # depth-wise separable nano has no Rep counterpart defined, and mixing them would compare nothing.
         raise ValueError(
-            f"{name} is built from depth-wise separable convs (use_depthwise); the Rep blocks {', '.join(REP_FAMILIES)} "
-            "are only defined for rtmdet-tiny/s/m/l/x (try rtmdet-tiny with that block)"
+            f"{name} is built from depth-wise separable convs (use_depthwise); the Rep blocks "
+            f"{', '.join(REP_FAMILIES)} are only defined for rtmdet-tiny/s/m/l/x (try rtmdet-tiny with that block)"
         )
     if block in REP_FAMILIES:  # matched-cost widths of the Rep baselines (REP_COST_MATCH, end of this file)
         changes["block_widen"], changes["block_deepen"] = REP_COST_MATCH[name.rsplit("-", 1)[-1]]

@@ -39,7 +39,9 @@ class CSPNeXtPAFPN(nn.Module):
         self.downsamples = nn.ModuleList()
         self.bottom_up_blocks = nn.ModuleList()
         for idx in range(n - 1):
-            self.downsamples.append(conv_or_separable(in_channels[idx], in_channels[idx], 3, 2, use_depthwise, **bn_kwargs))
+            self.downsamples.append(
+                conv_or_separable(in_channels[idx], in_channels[idx], 3, 2, use_depthwise, **bn_kwargs)
+            )
             self.bottom_up_blocks.append(CSPLayer(in_channels[idx] * 2, in_channels[idx + 1], **csp))
         self.out_convs = nn.ModuleList(
             conv_or_separable(c, out_channels, 3, use_depthwise=use_depthwise, **bn_kwargs) for c in in_channels

@@ -32,7 +32,7 @@ class RTMDetSepBNHead(nn.Module):
     ) -> None:
         super().__init__()
         if share_conv and use_depthwise:
-            raise ValueError("share_conv with use_depthwise is undefined (mmdet 3.x cannot build it); use share_conv=False")
+            raise ValueError("share_conv with use_depthwise is undefined (mmdet 3.x cannot build it): share_conv=False")
         self.num_classes = num_classes
         self.strides = tuple(strides)
         self.exp_on_reg = exp_on_reg
