@@ -87,7 +87,13 @@ def extract_state_dict(ckpt: Mapping[str, Any], prefer_ema: bool = True) -> dict
 
 
 def infer_config(state_dict: Mapping[str, Tensor]) -> ModelConfig | None:
-    """The preset a state dict looks like (size from the stem width, class count from rtm_cls), or None."""
+    """The preset a state dict looks like (size from the stem width, class count from rtm_cls), or None.
+
+    use_depthwise shows in the keys (the stage down-sampling conv becomes `depthwise_conv`/`pointwise_conv`).
+    share_conv=False shows only in the values: a shared head stores one tensor under every level's key (as official
+    checkpoints do), so level 1's stacked conv equal to level 0's means shared. The size comes from the stem width,
+    so `use_depthwise` on rtmdet-s is inferred as rtmdet-s with use_depthwise, not as a nano.
+    """
     stem = state_dict.get("backbone.stem.2.conv.weight")
     cls = state_dict.get("bbox_head.rtm_cls.0.weight")
     if stem is None or cls is None:
@@ -98,13 +104,27 @@ def infer_config(state_dict: Mapping[str, Tensor]) -> ModelConfig | None:
         kind = "ins"
     dw = state_dict.get("backbone.stage1.1.blocks.0.conv2.depthwise_conv.conv.weight")
     block = f"dw{dw.shape[-1]}" if dw is not None else None
+    use_depthwise = "backbone.stage1.0.depthwise_conv.conv.weight" in state_dict
+    share_conv = _head_convs_shared(state_dict)
     for cfg in PRESETS.values():
         if cfg.kind == kind and stage_channels(cfg.widen)[0] == width:
             changes: dict[str, Any] = {"num_classes": int(cls.shape[0])}
             if block in ("dw3", "dw5", "dw7"):
                 changes["block"] = block
+            changes["use_depthwise"] = use_depthwise
+            changes["share_conv"] = share_conv and not use_depthwise
             return _replace(cfg, **changes)
     return None
+
+
+def _head_convs_shared(state_dict: Mapping[str, Tensor]) -> bool:
+    """Whether the head's stacked convs hold one tensor for all levels (share_conv=True)."""
+    first = state_dict.get("bbox_head.cls_convs.0.0.conv.weight")
+    for level in (1, 2):
+        other = state_dict.get(f"bbox_head.cls_convs.{level}.0.conv.weight")
+        if first is None or other is None or other.shape != first.shape or not torch.equal(other, first):
+            return False
+    return True
 
 
 def _replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:
@@ -116,7 +136,8 @@ def _replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:
 def _describe(cfg: ModelConfig | None) -> str:
     if cfg is None:
         return "no known RTMDet preset"
-    return f"{cfg.name} ({cfg.block}, {cfg.num_classes} classes)"
+    options = (["use_depthwise"] if cfg.use_depthwise else []) + ([] if cfg.share_conv else ["share_conv=False"])
+    return f"{cfg.name} ({', '.join([cfg.block, f'{cfg.num_classes} classes', *options])})"
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> None:

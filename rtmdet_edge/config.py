@@ -20,6 +20,13 @@ class ModelConfig:
     deepen/widen scale the P5 CSPNeXt table (blocks = max(round(n*deepen), 1), channels = int(c*widen)).
     kind: "det" (boxes), "ins" (boxes + instance masks) or "rot" (rotated boxes, le90).
     block: basic block of backbone and neck CSP layers (see rtmdet_edge.models.blocks).
+    use_depthwise: mmdet 3.x's `use_depthwise`, set on backbone, neck and head together (as rtmdet-nano does): the
+        backbone stages' 3x3 stride-2 convs, every CSPNeXt block's 3x3 conv1, the neck's stride-2 downsamples and 3x3
+        out convs and the head's stacked 3x3 convs become depth-wise separable (3x3 depth-wise conv+BN+act, then 1x1
+        conv+BN+act). Stem, SPP, the CSP layers' 1x1 convs, the neck's 1x1 reduce convs and the predictors stay dense.
+    share_conv: mmdet's RTMDetSepBNHead `share_conv`: True shares the stacked convs across levels (BN per level),
+        False gives each level its own. use_depthwise needs share_conv=False: mmdet 3.3.0 fails to build the shared
+        form (it assigns `.conv`, which DepthwiseSeparableConvModule does not have), so it has no official meaning.
     """
 
     name: str
@@ -39,6 +46,8 @@ class ModelConfig:
     block_widen: float | None = None
     block_deepen: float | None = None
     imgsz: int = 640
+    use_depthwise: bool = False
+    share_conv: bool = True
 
     def __post_init__(self) -> None:
         if self.block not in BLOCKS:
@@ -47,6 +56,15 @@ class ModelConfig:
             raise ValueError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.use_depthwise and self.share_conv:
+            raise ValueError(
+                f"{self.name}: use_depthwise needs share_conv=False (mmdet 3.x cannot share depth-wise separable head "
+                "convs across levels, so that combination has no official definition)"
+            )
+        if self.use_depthwise and self.block not in ("dw3", "dw5", "dw7"):
+            raise ValueError(
+                f"{self.name}: use_depthwise is defined for the CSPNeXt blocks (dw3/dw5/dw7), not block {self.block!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -77,6 +95,19 @@ _DET = {
 }
 
 PRESETS: dict[str, ModelConfig] = {cfg.name: cfg for cfg in _DET.values()}
+# RTMDet-nano: RTMPose's person and hand detectors (mmpose projects/rtmpose/rtmdet/{person,hand}/
+# rtmdet_nano_320-8xb32_*.py on the mmdet rtmdet_l base): deepen 0.33, widen 0.25, neck 64/128/256 -> 64 with one
+# block per CSP layer, head width 64, use_depthwise everywhere, share_conv False, exp_on_reg False, 1 class, 320 input.
+PRESETS["rtmdet-nano"] = ModelConfig(
+    "rtmdet-nano",
+    deepen=0.33,
+    widen=0.25,
+    exp_on_reg=False,
+    num_classes=1,
+    imgsz=320,
+    use_depthwise=True,
+    share_conv=False,
+)
 # Ins (ReLU distances, no exp) and rotated (DOTA: 15 classes; rotated m keeps exp_on_reg) variants.
 for _size, _cfg in _DET.items():
     PRESETS[f"rtmdet-ins-{_size}"] = replace(_cfg, name=f"rtmdet-ins-{_size}", kind="ins", exp_on_reg=False)
@@ -92,6 +123,13 @@ def get_config(name: str, num_classes: int | None = None, block: str = "dw5") ->
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
     cfg = PRESETS[name]
     changes: dict[str, Any] = {"block": block}
+    if block in REP_FAMILIES and cfg.use_depthwise:
+        # The Rep baselines are dense 3x3 blocks cost-matched to the dense-conv sizes (REP_COST_MATCH); a
+        # depth-wise separable nano has no Rep counterpart defined, and mixing them would compare nothing.
+        raise ValueError(
+            f"{name} is built from depth-wise separable convs (use_depthwise); the Rep blocks "
+            f"{', '.join(REP_FAMILIES)} are only defined for rtmdet-tiny/s/m/l/x (try rtmdet-tiny with that block)"
+        )
     if block in REP_FAMILIES:  # matched-cost widths of the Rep baselines (REP_COST_MATCH, end of this file)
         changes["block_widen"], changes["block_deepen"] = REP_COST_MATCH[name.rsplit("-", 1)[-1]]
     if num_classes is not None:

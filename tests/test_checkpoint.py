@@ -100,3 +100,38 @@ def test_cli_error_is_one_line(official_dir, tmp_path) -> None:
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
     assert "does not fit rtmdet-s" in r.stderr
+
+
+def test_infer_config_depthwise_and_unshared_variants() -> None:
+    from dataclasses import replace
+
+    from rtmdet_edge.config import PRESETS
+
+    nano = infer_config(build_model("rtmdet-nano").state_dict())
+    assert nano == PRESETS["rtmdet-nano"]
+    s_dw = replace(PRESETS["rtmdet-s"], num_classes=4, use_depthwise=True, share_conv=False)
+    assert infer_config(build_model(s_dw).state_dict()) == s_dw
+    tiny = build_model(replace(PRESETS["rtmdet-tiny"], share_conv=False))
+    assert infer_config(tiny.state_dict()).share_conv is False  # per-level convs differ after random init
+    assert infer_config(build_model("rtmdet-tiny").state_dict()).share_conv is True  # one tensor under every level
+
+
+def test_nano_checkpoint_loads_strictly_and_mismatches_say_what_it_is(tmp_path) -> None:
+    from dataclasses import replace
+
+    from rtmdet_edge.config import PRESETS
+
+    nano = build_model("rtmdet-nano")
+    torch.save({"meta": {}, "state_dict": nano.state_dict()}, tmp_path / "nano.pth")  # official layout, no config
+    loaded = load_checkpoint(tmp_path / "nano.pth")
+    assert loaded.config == nano.config
+    for k, v in nano.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    with pytest.raises(UserError) as e:
+        load_checkpoint(tmp_path / "nano.pth", build_model("rtmdet-tiny", num_classes=1))
+    msg = str(e.value)
+    assert "missing" in msg and "looks like rtmdet-nano (dw5, 1 classes, use_depthwise, share_conv=False)" in msg
+    # the same size without the options: key names differ (depthwise_conv/pointwise_conv), one clear error
+    plain = build_model(replace(PRESETS["rtmdet-nano"], use_depthwise=False, share_conv=True))
+    with pytest.raises(UserError, match=r"does not fit rtmdet-nano \(dw5, 1 classes\): .*unexpected .*depthwise_conv"):
+        load_checkpoint(tmp_path / "nano.pth", plain)

@@ -182,3 +182,37 @@ def test_fused_checkpoint_round_trip(tmp_path, block):
     # into a model the caller built (unfused): it is fused first, then loaded
     into = load_checkpoint(path, model=build_model(cfg))
     assert into.fused and max_rel_err(outputs(into, x), outputs(model, x)) == 0.0
+
+
+@pytest.mark.parametrize("overrides", [{"use_depthwise": True, "share_conv": False}, {"share_conv": False}])
+def test_fuse_depthwise_separable_and_unshared_heads(overrides):
+    """use_depthwise / share_conv=False (rtmdet-nano): every depth-wise and point-wise conv folds its own BN."""
+    from dataclasses import replace
+
+    from rtmdet_edge.models.layers import DepthwiseSeparableConvModule
+
+    torch.manual_seed(0)
+    model = build_model(replace(tiny_config("dw5"), **overrides)).eval()
+    randomize_bn(model)
+    x = torch.randn(1, 3, 64, 96)
+    before = outputs(model, x)
+    model.fuse()
+    assert max_rel_err(outputs(model, x), before) < 1e-4
+    assert not [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    separable = [m for m in model.modules() if isinstance(m, DepthwiseSeparableConvModule)]
+    assert isinstance(model.backbone.stage1[0], DepthwiseSeparableConvModule) == overrides.get("use_depthwise", False)
+    for m in separable:
+        dw = m.depthwise_conv.conv
+        assert dw.groups == dw.in_channels and dw.bias is not None and m.pointwise_conv.conv.bias is not None
+    graph = _onnx_graph(model)
+    assert {n.op_type for n in graph.node} & {"BatchNormalization"} == set()
+
+
+def test_fused_nano_checkpoint_round_trip(tmp_path):
+    model = randomize_bn(build_model("rtmdet-nano")).eval()
+    x = torch.randn(1, 3, 96, 96)
+    before = outputs(model, x)
+    model.fuse()
+    save_checkpoint(tmp_path / "f.pth", {"model": model.state_dict(), "config": model.config.to_dict(), "fused": True})
+    loaded = load_checkpoint(tmp_path / "f.pth")
+    assert loaded.fused and max_rel_err(outputs(loaded, x), before) < 1e-4

@@ -11,6 +11,11 @@ re-drawing is reported as such and never as a model error. The rebuilt state_dic
 `{"meta", "state_dict"}` checkpoint (with the `data_preprocessor.mean/std` buffers official checkpoints carry) and
 loaded with `rtmdet_edge.load_checkpoint`, so the official-checkpoint loading path is part of the check.
 
+Variant folders (rtmdet-nano, use_depthwise, share_conv=False) record `config_overrides`: this repository's
+ModelConfig fields that express the mmdet model-dict updates the generator applied (`mmdet_model_updates`). The test
+builds the preset `model` with them; for these folders it also checks that `load_checkpoint` without a model infers
+the same configuration from the tensors alone.
+
 Tolerance, per output: absolute `max(5 * noise, 1e-5)` where `noise` is the max |fp32 - fp64| of the official model
 on that output (recorded in info.json). Two correct float32 implementations each sit within about `noise` of the
 float64 result, so they differ by at most about 2x noise; 5x leaves room for other summation orders (the official
@@ -21,6 +26,7 @@ asserting, so a failure lists all of them with their error and error/noise ratio
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -30,6 +36,7 @@ import pytest
 import torch
 
 import rtmdet_edge
+from rtmdet_edge.config import get_config
 from rtmdet_edge.errors import UserError
 
 ROOT = Path(__file__).parent / "fixtures" / "independent"
@@ -80,8 +87,10 @@ def test_independent_parity(folder: Path, tmp_path: Path) -> None:
     info = json.loads((folder / "info.json").read_text())
     raw = np.load(folder / "raw.npz")
     noise = info["fp32_vs_fp64_maxabs"]
+    overrides = info.get("config_overrides", {})
     try:
-        model = rtmdet_edge.build_model(info["model"], num_classes=info["num_classes"])
+        cfg = dataclasses.replace(get_config(info["model"], num_classes=info["num_classes"]), **overrides)
+        model = rtmdet_edge.build_model(cfg)
     except UserError as e:
         if info["kind"] != "det" and "not implemented" in str(e):
             pytest.skip(f"{info['model']}: {e}")
@@ -91,6 +100,9 @@ def test_independent_parity(folder: Path, tmp_path: Path) -> None:
                 "state_dict": rebuild_state_dict(folder, info)}, ckpt)
     model = rtmdet_edge.load_checkpoint(ckpt, model) or model
     model.eval()
+    assert sum(p.numel() for p in model.parameters()) == info["num_params"], "parameter count differs from mmdet's"
+    if overrides or info["model"] == "rtmdet-nano":  # official checkpoints carry no config: shapes must tell
+        assert rtmdet_edge.load_checkpoint(ckpt).config == cfg
 
     x = torch.from_numpy(raw["input"])
     assert list(x.shape[2:]) == info["input_hw"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from rtmdet_edge import PRESETS, UserError, build_model
+from rtmdet_edge import PRESETS, UserError, build_model, get_config
+from rtmdet_edge.models.blocks import CSPLayer, CSPNeXtBlock
+from rtmdet_edge.models.layers import ConvModule, DepthwiseSeparableConvModule
 
 # RTMDET_FACTS.md 5.3: unique parameters (shared head convs counted once), reproducing the official README.
 OFFICIAL_PARAMS = {
@@ -17,7 +20,19 @@ OFFICIAL_PARAMS = {
     "rtmdet-m": 24.709,
     "rtmdet-l": 52.316,
     "rtmdet-x": 94.856,
+    # mmdet 3.3.0 in the isolated venv (tools/make_independent_fixtures.py docstring): MODELS.build of mmpose's
+    # rtmdet_nano_320-8xb32_coco-person.py model dict, sum(p.numel() for p in model.parameters()); the nano fixtures'
+    # info.json record it too (num_params). RTMPose's README rounds it to 0.99 M.
+    "rtmdet-nano": 994_423,
 }
+# Same measurement for the option variants (their fixtures in tests/fixtures/independent record the same counts).
+DEPTHWISE = {"use_depthwise": True, "share_conv": False}
+OFFICIAL_VARIANT_PARAMS = [
+    ("rtmdet-nano", 80, {}, 1_009_828),
+    ("rtmdet-s", 80, DEPTHWISE, 3_898_828),
+    ("rtmdet-m", 5, DEPTHWISE, 9_647_091),
+    ("rtmdet-tiny", 80, {"share_conv": False}, 5_559_720),
+]
 
 
 def count_unique_params(model: torch.nn.Module) -> int:
@@ -34,11 +49,64 @@ def test_parameter_counts_match_official(name: str) -> None:
         assert round(n / 1e6, 3) == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize(("name", "num_classes", "overrides", "expected"), OFFICIAL_VARIANT_PARAMS)
+def test_option_variant_parameter_counts_match_official(name, num_classes, overrides, expected) -> None:
+    cfg = replace(get_config(name, num_classes=num_classes), **overrides)
+    assert count_unique_params(build_model(cfg)) == expected
+
+
 def test_official_tiny_state_dict_has_476_keys() -> None:
     assert len(build_model("rtmdet-tiny").state_dict()) == 476
+    assert len(build_model("rtmdet-nano").state_dict()) == 698  # mmdet 3.3.0's nano state_dict, same measurement
 
 
-@pytest.mark.parametrize("name", ["rtmdet-tiny", "rtmdet-s"])
+def test_nano_preset_is_the_rtmpose_detector() -> None:
+    cfg = PRESETS["rtmdet-nano"]
+    assert (cfg.deepen, cfg.widen, cfg.num_classes, cfg.imgsz, cfg.exp_on_reg) == (0.33, 0.25, 1, 320, False)
+    assert cfg.use_depthwise and not cfg.share_conv and cfg.channel_attention and cfg.block == "dw5"
+    model = build_model("rtmdet-nano")
+    assert model.backbone.out_channels == [64, 128, 256]
+    assert [len(model.backbone.get_submodule(f"stage{i}")[-1].blocks) for i in (1, 2, 3, 4)] == [1, 2, 2, 1]
+    assert len(model.neck.top_down_blocks[0].blocks) == 1 and model.bbox_head.rtm_cls[0].in_channels == 64
+
+
+def test_use_depthwise_applies_where_mmdet_applies_it() -> None:
+    model = build_model("rtmdet-nano")
+    b, n, h = model.backbone, model.neck, model.bbox_head
+    separable = [b.get_submodule(f"stage{i}")[0] for i in (1, 2, 3, 4)]  # stride-2 down-sampling convs
+    separable += [blk.conv1 for m in (b, n) for blk in m.modules() if isinstance(blk, CSPNeXtBlock)]
+    separable += list(n.downsamples) + list(n.out_convs)
+    separable += [c for convs in (*h.cls_convs, *h.reg_convs) for c in convs]
+    assert all(isinstance(m, DepthwiseSeparableConvModule) for m in separable)
+    assert separable[0].depthwise_conv.conv.stride == (2, 2) and separable[0].pointwise_conv.conv.stride == (1, 1)
+    dense = list(b.stem) + list(n.reduce_layers) + [b.stage4[1].conv1, b.stage4[1].conv2]  # stem, 1x1 reduce, SPP
+    csps = [csp for m in (b, n) for csp in m.modules() if isinstance(csp, CSPLayer)]
+    dense += [c for csp in csps for c in (csp.main_conv, csp.short_conv, csp.final_conv)]
+    assert all(type(m) is ConvModule for m in dense)
+    # share_conv=False: every level has its own stacked convs (and its own depth-wise and point-wise weights)
+    assert h.cls_convs[1][0].depthwise_conv.conv is not h.cls_convs[0][0].depthwise_conv.conv
+    assert h.reg_convs[2][1].pointwise_conv.conv is not h.reg_convs[0][1].pointwise_conv.conv
+
+
+def test_share_conv_false_on_dense_heads() -> None:
+    head = build_model(replace(PRESETS["rtmdet-tiny"], share_conv=False)).bbox_head
+    assert head.cls_convs[1][0].conv is not head.cls_convs[0][0].conv
+    assert type(head.cls_convs[1][0]) is ConvModule
+
+
+def test_option_combinations_without_official_meaning_are_refused() -> None:
+    # mmdet 3.3.0 raises AttributeError building use_depthwise with share_conv=True; we refuse it up front
+    with pytest.raises(ValueError, match="share_conv=False"):
+        replace(PRESETS["rtmdet-s"], use_depthwise=True)
+    with pytest.raises(ValueError, match="CSPNeXt blocks"):
+        replace(PRESETS["rtmdet-nano"], block="rep3")
+    with pytest.raises(UserError, match="rtmdet-nano is built from depth-wise separable convs"):
+        build_model("rtmdet-nano", block="qarep3")
+    dw3 = build_model("rtmdet-nano", block="dw3")  # the kernel-size ablations stay defined
+    assert dw3.backbone.stage1[1].blocks[0].conv2.depthwise_conv.conv.kernel_size == (3, 3)
+
+
+@pytest.mark.parametrize("name", ["rtmdet-tiny", "rtmdet-s", "rtmdet-nano"])
 def test_forward_contract(name: str) -> None:
     model = build_model(name, num_classes=3).eval()
     with torch.no_grad():

@@ -135,7 +135,7 @@ def test_mixup_keeps_all_boxes_on_pixels(cached):
     assert assert_aligned(out, scale=0.5) == 6
 
 
-@pytest.mark.parametrize("size", ["tiny", "s", "rtmdet-l"])
+@pytest.mark.parametrize("size", ["tiny", "s", "rtmdet-l", "rtmdet-nano"])
 @pytest.mark.parametrize("stage", [1, 2])
 def test_train_pipeline_outputs(size, stage):
     ds = PlainDataset(12)
@@ -215,3 +215,10 @@ def test_stage1_polygons_stay_inside_the_image():
         for parts in out["polygons"]:
             for p in parts:
                 assert (p >= -1e-3).all() and (p <= 320 + 1e-3).all()
+
+
+def test_nano_pipeline_is_mosaic_without_mixup():
+    # mmpose rtmdet_nano_320-8xb32_*.py: CachedMosaic (20, FIFO), RandomResize ratio 0.5-1.5, no CachedMixUp
+    names = [type(t).__name__ for t in build_train_pipeline("rtmdet-nano", 320, 1).transforms]
+    assert "CachedMosaic" in names and "CachedMixUp" not in names
+    assert "CachedMixUp" in [type(t).__name__ for t in build_train_pipeline("rtmdet-tiny", 320, 1).transforms]

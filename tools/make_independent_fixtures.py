@@ -23,6 +23,18 @@ Models are built with `MODELS.build(Config.fromfile(<mmdet>/.mim/configs/rtmdet/
 official config files shipped in the mmdet 3.3.0 wheel; only `num_classes` is changed where a fixture says so, and the
 backbone's `init_cfg` (ImageNet download) is dropped.
 
+Variants (the 6th field of a FIXTURES entry, see VARIANTS) update the model dict before building, exactly as an
+OpenMMLab config inheriting from that base would (`backbone=dict(...)` merged key by key):
+- `nano`: RTMDet-nano, the model dict of mmpose's `projects/rtmpose/rtmdet/person/rtmdet_nano_320-8xb32_coco-person.py`
+  (and `hand/rtmdet_nano_320-8xb32_hand.py`, same model), whose `_base_` is mmdet's `rtmdet_l_8xb32-300e_coco.py`:
+  deepen 0.33, widen 0.25, use_depthwise in backbone, neck and head, neck in 64/128/256 -> 64 with 1 CSP block,
+  head 64/64, share_conv False, exp_on_reg False, num_classes 1. mmpose itself is not needed.
+- `dw`: use_depthwise=True in backbone, neck and head with share_conv=False (mmdet 3.3.0 cannot build
+  use_depthwise with the default share_conv=True: the head assigns `.conv`, which DepthwiseSeparableConvModule lacks).
+- `noshare`: share_conv=False in the head only.
+info.json records the updates (`mmdet_model_updates`) and the same change in this repository's ModelConfig field names
+(`config_overrides`, applied with dataclasses.replace on the preset named by `model`).
+
 Random weights (same spirit as the shared fixture's `init_scheme`, not the same draws):
 - every conv weight (4-D tensor): `torch.randn(shape, generator=gw) * (gain / sqrt(fan_in))`, float32, with
   `gw = torch.Generator().manual_seed(seed)`, drawn in state_dict order, once per unique tensor (the SepBN head's
@@ -70,7 +82,32 @@ FIXTURES = {
     "rtmdet-x_192x192_seed4": ("rtmdet/rtmdet_x_8xb32-300e_coco.py", 4, 192, 192, None),
     "rtmdet-tiny_416x416_seed5_nc3": ("rtmdet/rtmdet_tiny_8xb32-300e_coco.py", 5, 416, 416, 3),
     "rtmdet-ins-s_320x320_seed6": ("rtmdet/rtmdet-ins_s_8xb32-300e_coco.py", 6, 320, 320, None),
+    # (..., variant): small inputs keep raw.npz small (< 1.5 MB each)
+    "rtmdet-nano_256x192_seed11": ("rtmdet/rtmdet_l_8xb32-300e_coco.py", 11, 256, 192, None, "nano"),
+    "rtmdet-nano_160x160_seed12_nc80": ("rtmdet/rtmdet_l_8xb32-300e_coco.py", 12, 160, 160, 80, "nano"),
+    "rtmdet-nano_96x224_seed13": ("rtmdet/rtmdet_l_8xb32-300e_coco.py", 13, 96, 224, None, "nano"),
+    "rtmdet-s-dw_128x160_seed14": ("rtmdet/rtmdet_s_8xb32-300e_coco.py", 14, 128, 160, None, "dw"),
+    "rtmdet-tiny-noshare_160x128_seed15": ("rtmdet/rtmdet_tiny_8xb32-300e_coco.py", 15, 160, 128, None, "noshare"),
+    "rtmdet-m-dw_96x96_seed16_nc5": ("rtmdet/rtmdet_m_8xb32-300e_coco.py", 16, 96, 96, 5, "dw"),
 }
+VARIANTS = {
+    # variant: (mmdet model-dict updates, preset name in this repository or None for the base's, ModelConfig overrides)
+    "nano": (
+        {"backbone": {"deepen_factor": 0.33, "widen_factor": 0.25, "use_depthwise": True},
+         "neck": {"in_channels": [64, 128, 256], "out_channels": 64, "num_csp_blocks": 1, "use_depthwise": True},
+         "bbox_head": {"in_channels": 64, "feat_channels": 64, "share_conv": False, "exp_on_reg": False,
+                       "use_depthwise": True, "num_classes": 1}},
+        "rtmdet-nano", {},
+    ),
+    "dw": (
+        {"backbone": {"use_depthwise": True}, "neck": {"use_depthwise": True},
+         "bbox_head": {"use_depthwise": True, "share_conv": False}},
+        None, {"use_depthwise": True, "share_conv": False},
+    ),
+    "noshare": ({"bbox_head": {"share_conv": False}}, None, {"share_conv": False}),
+}
+NANO_SOURCE = ("mmpose projects/rtmpose/rtmdet/person/rtmdet_nano_320-8xb32_coco-person.py (model dict; "
+               "_base_ mmdet configs/rtmdet/rtmdet_l_8xb32-300e_coco.py)")
 PRESET = {"rtmdet_tiny": "rtmdet-tiny", "rtmdet_s": "rtmdet-s", "rtmdet_m": "rtmdet-m", "rtmdet_l": "rtmdet-l",
           "rtmdet_x": "rtmdet-x", "rtmdet-ins_s": "rtmdet-ins-s"}
 HEAD_GAIN = {"rtm_cls": 1.5, "rtm_reg": 1.0, "rtm_kernel": 0.5, "rtm_ang": 2.0}
@@ -115,7 +152,7 @@ def smooth_noise(g: torch.Generator, b: int, h: int, w: int) -> torch.Tensor:
     return out
 
 
-def build(cfg_rel: str, num_classes):
+def build(cfg_rel: str, num_classes, updates=None):
     import mmdet
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -124,6 +161,8 @@ def build(cfg_rel: str, num_classes):
     register_all_modules()
     cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__), ".mim", "configs", cfg_rel))
     cfg.model.backbone.init_cfg = None
+    for part, changes in (updates or {}).items():
+        cfg.model[part].update(copy.deepcopy(changes))
     if num_classes is not None:
         cfg.model.bbox_head.num_classes = num_classes
     return MODELS.build(cfg.model), cfg
@@ -210,10 +249,11 @@ def make(name: str, out_root: Path, full_checkpoint: bool) -> dict:
     import mmdet
     import mmengine
 
-    cfg_rel, seed, h, w, nc = FIXTURES[name]
+    cfg_rel, seed, h, w, nc, *variant = FIXTURES[name]
+    updates, preset, overrides = VARIANTS[variant[0]] if variant else ({}, None, {})
     t0 = time.time()
     torch.manual_seed(seed)
-    model, cfg = build(cfg_rel, nc)
+    model, cfg = build(cfg_rel, nc, updates)
     head_cfg = cfg.model.bbox_head
     exp_on_reg = bool(head_cfg.get("exp_on_reg", False))
     record = randomise(model, seed, exp_on_reg)
@@ -250,8 +290,10 @@ def make(name: str, out_root: Path, full_checkpoint: bool) -> dict:
     bb = cfg.model.backbone
     info = {
         "name": name,
-        "model": PRESET[Path(cfg_rel).stem.split("_8xb")[0]],
-        "official_config": "configs/" + cfg_rel,
+        "model": preset or PRESET[Path(cfg_rel).stem.split("_8xb")[0]],
+        "official_config": NANO_SOURCE if preset == "rtmdet-nano" else "configs/" + cfg_rel,
+        "mmdet_model_updates": updates,
+        "config_overrides": overrides,
         "kind": "ins" if "ins" in cfg_rel else "det",
         "num_classes": int(head_cfg.num_classes),
         "seed": seed,

@@ -2,7 +2,8 @@
 
 Stage 1 (epochs 0..max-20): CachedMosaic -> RandomResize(2x scale) -> RandomCrop -> HSV -> Flip -> Pad -> CachedMixUp.
 Stage 2 (last 20 epochs, "LSJ" fine-tune): RandomResize(1x scale) -> RandomCrop -> HSV -> Flip -> Pad. No mixing.
-Sizes differ only in the scale-jitter range and, for tiny, smaller FIFO caches and mixup prob 0.5.
+Sizes differ only in the scale-jitter range and, for tiny, smaller FIFO caches and mixup prob 0.5; nano (RTMPose's
+detector config) has jitter 0.5-1.5, tiny's FIFO mosaic cache and no MixUp at all.
 A FilterAnnotations(min_gt_bbox_wh=(1,1)) ends every train pipeline (as in the official RTMDet-Ins configs): crops
 can leave sub-pixel slivers that only add noise to the assigner.
 """
@@ -44,11 +45,13 @@ AUGMENT = {
     "m": AugmentConfig((0.1, 2.0)),  # large-scale jitter for m/l/x
     "l": AugmentConfig((0.1, 2.0)),
     "x": AugmentConfig((0.1, 2.0)),
+    # nano: mmpose rtmdet_nano_320-8xb32_*.py: CachedMosaic(20 images, FIFO), jitter 0.5-1.5, no CachedMixUp
+    "nano": AugmentConfig((0.5, 1.5), mosaic_cache=20, random_pop=False, mixup_prob=0.0),
 }
 
 
 def size_key(size: str) -> str:
-    """'rtmdet-tiny', 'rtmdet-ins-s', 'rtmdet-r-m' or 'tiny' -> 'tiny'/'s'/'m'/'l'/'x'."""
+    """'rtmdet-tiny', 'rtmdet-ins-s', 'rtmdet-r-m' or 'tiny' -> 'nano'/'tiny'/'s'/'m'/'l'/'x'."""
     key = size.rsplit("-", 1)[-1]
     if key not in AUGMENT:
         raise ValueError(f"unknown model size {size!r}; expected one of {', '.join(AUGMENT)} (or a preset name)")
@@ -75,17 +78,20 @@ def build_train_pipeline(size: str, imgsz: int, stage: int, dataset=None, seed: 
     ]
     if stage == 2:
         return Compose([*common, FilterAnnotations((1, 1))])
+    mixup = [] if aug.mixup_prob == 0 else [  # nano's config has no MixUp stage (not even a cache)
+        CachedMixUp(
+            imgsz,
+            max_cached_images=aug.mixup_cache,
+            random_pop=aug.random_pop,
+            prob=aug.mixup_prob,
+            seed=seed + 5,
+        )
+    ]
     return Compose(
         [
             CachedMosaic(imgsz, max_cached_images=aug.mosaic_cache, random_pop=aug.random_pop, seed=seed),
             *common,
-            CachedMixUp(
-                imgsz,
-                max_cached_images=aug.mixup_cache,
-                random_pop=aug.random_pop,
-                prob=aug.mixup_prob,
-                seed=seed + 5,
-            ),
+            *mixup,
             FilterAnnotations((1, 1)),
         ]
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rtmdet_edge.models.blocks import CSPLayer
-from rtmdet_edge.models.layers import ConvModule, SPPBottleneck
+from rtmdet_edge.models.layers import ConvModule, SPPBottleneck, conv_or_separable
 
 # (in, out, num_blocks, add_identity, use_spp) per stage at widen = deepen = 1 (mmdet CSPNeXt arch_settings["P5"]).
 P5_STAGES = ((64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True, False), (512, 1024, 3, False, True))
@@ -17,7 +17,11 @@ def stage_channels(widen: float) -> list[int]:
 
 
 class CSPNeXt(nn.Module):
-    """Returns the stage 2, 3 and 4 outputs (strides 8, 16, 32)."""
+    """Returns the stage 2, 3 and 4 outputs (strides 8, 16, 32).
+
+    use_depthwise (mmdet's CSPNeXt option): each stage's 3x3 stride-2 conv and every block's conv1 become depth-wise
+    separable; the stem, SPP and the CSP layers' 1x1 convs stay dense.
+    """
 
     def __init__(
         self,
@@ -27,6 +31,7 @@ class CSPNeXt(nn.Module):
         channel_attention: bool = True,
         expand_ratio: float = 0.5,
         block_deepen: float | None = None,
+        use_depthwise: bool = False,
         **bn_kwargs: float,
     ) -> None:
         super().__init__()
@@ -40,7 +45,7 @@ class CSPNeXt(nn.Module):
         self.out_channels: list[int] = []
         for i, (cin, cout, n, add_identity, use_spp) in enumerate(P5_STAGES):
             cin, cout = int(cin * widen), int(cout * widen)
-            layers: list[nn.Module] = [ConvModule(cin, cout, 3, stride=2, **bn_kwargs)]
+            layers: list[nn.Module] = [conv_or_separable(cin, cout, 3, 2, use_depthwise, **bn_kwargs)]
             if use_spp:
                 layers.append(SPPBottleneck(cout, cout, **bn_kwargs))
             layers.append(
@@ -52,6 +57,7 @@ class CSPNeXt(nn.Module):
                     channel_attention=channel_attention,
                     block=block,
                     expand_ratio=expand_ratio,
+                    use_depthwise=use_depthwise,
                     **bn_kwargs,
                 )
             )

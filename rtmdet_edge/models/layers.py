@@ -43,19 +43,44 @@ class ConvModule(nn.Module):
 
 
 class DepthwiseSeparableConvModule(nn.Module):
-    """k x k depth-wise ConvModule followed by a 1x1 point-wise ConvModule, each with BN and activation."""
+    """k x k depth-wise ConvModule (carrying the stride) followed by a 1x1 point-wise ConvModule, each with BN and
+    activation: mmcv's DepthwiseSeparableConvModule with its default dw/pw norm and activation."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, act_layer: ActLayer = silu, **bn_kwargs: float
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        act_layer: ActLayer = silu,
+        **bn_kwargs: float,
     ) -> None:
         super().__init__()
         self.depthwise_conv = ConvModule(
-            in_channels, in_channels, kernel_size, groups=in_channels, act_layer=act_layer, **bn_kwargs
+            in_channels, in_channels, kernel_size, stride=stride, groups=in_channels, act_layer=act_layer, **bn_kwargs
         )
         self.pointwise_conv = ConvModule(in_channels, out_channels, 1, act_layer=act_layer, **bn_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pointwise_conv(self.depthwise_conv(x))
+
+
+def conv_or_separable(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    use_depthwise: bool = False,
+    act_layer: ActLayer = silu,
+    **bn_kwargs: float,
+) -> nn.Module:
+    """ConvModule, or DepthwiseSeparableConvModule with use_depthwise: the `conv = DSConv if use_depthwise else
+    ConvModule` switch of mmdet 3.x, used exactly where mmdet uses it (see ModelConfig.use_depthwise)."""
+    if use_depthwise:
+        return DepthwiseSeparableConvModule(
+            in_channels, out_channels, kernel_size, stride=stride, act_layer=act_layer, **bn_kwargs
+        )
+    return ConvModule(in_channels, out_channels, kernel_size, stride=stride, act_layer=act_layer, **bn_kwargs)
 
 
 class ChannelAttention(nn.Module):

@@ -21,7 +21,7 @@ class RTMDet(nn.Module):
         if config.kind != "det":
             raise UserError(
                 f"{config.name}: the {'instance-mask' if config.kind == 'ins' else 'rotated'} head is not implemented "
-                "yet; only the detection models rtmdet-tiny/s/m/l/x can be built"
+                "yet; only the detection models rtmdet-nano/tiny/s/m/l/x can be built"
             )
         self.config = config
         self.num_classes = config.num_classes
@@ -35,6 +35,7 @@ class RTMDet(nn.Module):
             channel_attention=config.channel_attention,
             expand_ratio=config.expand_ratio,
             block_deepen=config.block_deepen,
+            use_depthwise=config.use_depthwise,
             **bn,
         )
         in_channels = self.backbone.out_channels
@@ -45,6 +46,7 @@ class RTMDet(nn.Module):
             num_csp_blocks=max(round(3 * (config.deepen if config.block_deepen is None else config.block_deepen)), 1),
             block=config.block,
             expand_ratio=config.expand_ratio,
+            use_depthwise=config.use_depthwise,
             **bn,
         )
         self.bbox_head = RTMDetSepBNHead(
@@ -54,6 +56,8 @@ class RTMDet(nn.Module):
             strides=config.strides,
             stacked_convs=config.stacked_convs,
             exp_on_reg=config.exp_on_reg,
+            share_conv=config.share_conv,
+            use_depthwise=config.use_depthwise,
             **bn,
         )
 
@@ -68,7 +72,7 @@ class RTMDet(nn.Module):
 
 
 def build_model(name: str | ModelConfig, num_classes: int | None = None, block: str = "dw5") -> RTMDet:
-    """Build a preset by name (`rtmdet-tiny` ... `rtmdet-x`) or from a ModelConfig."""
+    """Build a preset by name (`rtmdet-nano`, `rtmdet-tiny` ... `rtmdet-x`) or from a ModelConfig."""
     if isinstance(name, ModelConfig):
         return RTMDet(name)
     try:

@@ -9,10 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtmdet_edge.models.blocks import CSPLayer
-from rtmdet_edge.models.layers import ConvModule
+from rtmdet_edge.models.layers import ConvModule, conv_or_separable
 
 
 class CSPNeXtPAFPN(nn.Module):
+    """use_depthwise (mmdet's option): the bottom-up 3x3 stride-2 downsamples, the blocks' conv1 and the 3x3 out convs
+    become depth-wise separable; the 1x1 reduce layers stay dense."""
+
     def __init__(
         self,
         in_channels: Sequence[int],
@@ -20,13 +23,14 @@ class CSPNeXtPAFPN(nn.Module):
         num_csp_blocks: int,
         block: str = "dw5",
         expand_ratio: float = 0.5,
+        use_depthwise: bool = False,
         **bn_kwargs: float,
     ) -> None:
         super().__init__()
         self.in_channels = list(in_channels)
         n = len(in_channels)
         csp = dict(num_blocks=num_csp_blocks, add_identity=False, channel_attention=False, block=block)
-        csp.update(expand_ratio=expand_ratio, **bn_kwargs)
+        csp.update(expand_ratio=expand_ratio, use_depthwise=use_depthwise, **bn_kwargs)
         self.reduce_layers = nn.ModuleList()
         self.top_down_blocks = nn.ModuleList()
         for idx in range(n - 1, 0, -1):
@@ -35,9 +39,13 @@ class CSPNeXtPAFPN(nn.Module):
         self.downsamples = nn.ModuleList()
         self.bottom_up_blocks = nn.ModuleList()
         for idx in range(n - 1):
-            self.downsamples.append(ConvModule(in_channels[idx], in_channels[idx], 3, stride=2, **bn_kwargs))
+            self.downsamples.append(
+                conv_or_separable(in_channels[idx], in_channels[idx], 3, 2, use_depthwise, **bn_kwargs)
+            )
             self.bottom_up_blocks.append(CSPLayer(in_channels[idx] * 2, in_channels[idx + 1], **csp))
-        self.out_convs = nn.ModuleList(ConvModule(c, out_channels, 3, **bn_kwargs) for c in in_channels)
+        self.out_convs = nn.ModuleList(
+            conv_or_separable(c, out_channels, 3, use_depthwise=use_depthwise, **bn_kwargs) for c in in_channels
+        )
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[Tensor, ...]:
         n = len(self.in_channels)

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from rtmdet_edge.models.layers import ConvModule
+from rtmdet_edge.models.layers import conv_or_separable
 
 
 class RTMDetSepBNHead(nn.Module):
     """Per level: 2 stacked 3x3 ConvModules for cls and for reg, then rtm_cls (logits) and rtm_reg (distances).
 
     Distances are `rtm_reg(x) * stride`, or `exp(rtm_reg(x)) * stride` with exp_on_reg (l and x).
+    share_conv=False gives every level its own stacked convs (rtmdet-nano); use_depthwise makes the stacked convs
+    depth-wise separable, which mmdet 3.x can only build with share_conv=False (ModelConfig enforces it).
     """
 
     def __init__(
@@ -24,9 +26,13 @@ class RTMDetSepBNHead(nn.Module):
         strides: Sequence[int] = (8, 16, 32),
         stacked_convs: int = 2,
         exp_on_reg: bool = False,
+        share_conv: bool = True,
+        use_depthwise: bool = False,
         **bn_kwargs: float,
     ) -> None:
         super().__init__()
+        if share_conv and use_depthwise:
+            raise ValueError("share_conv with use_depthwise is undefined (mmdet 3.x cannot build it): share_conv=False")
         self.num_classes = num_classes
         self.strides = tuple(strides)
         self.exp_on_reg = exp_on_reg
@@ -39,7 +45,13 @@ class RTMDetSepBNHead(nn.Module):
                 convs.append(
                     nn.Sequential(
                         *(
-                            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, **bn_kwargs)
+                            conv_or_separable(
+                                in_channels if i == 0 else feat_channels,
+                                feat_channels,
+                                3,
+                                use_depthwise=use_depthwise,
+                                **bn_kwargs,
+                            )
                             for i in range(stacked_convs)
                         )
                     )
@@ -47,10 +59,11 @@ class RTMDetSepBNHead(nn.Module):
             self.rtm_cls.append(nn.Conv2d(feat_channels, num_classes, 1))
             self.rtm_reg.append(nn.Conv2d(feat_channels, 4, 1))
         # share_conv=True: every level uses level 0's conv objects; BN stays per level (the "SepBN" of the paper).
-        for level in range(1, len(strides)):
-            for i in range(stacked_convs):
-                self.cls_convs[level][i].conv = self.cls_convs[0][i].conv
-                self.reg_convs[level][i].conv = self.reg_convs[0][i].conv
+        if share_conv:
+            for level in range(1, len(strides)):
+                for i in range(stacked_convs):
+                    self.cls_convs[level][i].conv = self.cls_convs[0][i].conv
+                    self.reg_convs[level][i].conv = self.reg_convs[0][i].conv
         self.init_weights()
 
     def init_weights(self) -> None:
