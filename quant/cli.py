@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from quant.settings import CALIBRATORS, GRANULARITIES, RECIPES, QuantSettings
+from quant.settings import CALIBRATORS, GRANULARITIES, RECIPES, QuantSettings, check_recipe_settings
 from rtmdet_edge.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         bias_correction=args.bias_correction,
     )
-    if args.recipe == "tensorrt" and args.granularity != "per-channel":
-        raise UserError("--recipe tensorrt quantizes weights per output channel (TensorRT's rule); drop --granularity per-tensor")
+    check_recipe_settings(args.recipe, settings)
     if args.imgsz % 32:
         raise UserError(f"--imgsz must be a multiple of 32, got {args.imgsz}")
     model = _load_model(args)

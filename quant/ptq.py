@@ -20,7 +20,7 @@ from quant.graph import inspect_qdq, tensorrt_rule_violations
 from quant.kernels import onnxruntime_kernels, openvino_kernels
 from quant.parity import compare_int8
 from quant.recipes import get_recipe
-from quant.settings import MIN_CALIB_IMAGES, QuantSettings
+from quant.settings import MIN_CALIB_IMAGES, QuantSettings, check_recipe_settings
 from quant.summary import write_summary
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess
@@ -82,6 +82,7 @@ def ptq(
         check_kernels: ask ONNX Runtime and OpenVINO which convolutions run as INT8 kernels.
     """
     settings = settings or QuantSettings()
+    check_recipe_settings(recipe, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -51,3 +51,28 @@ class QuantSettings:
         d = asdict(self)
         d["ignore"] = list(self.ignore)
         return d
+
+
+# What each recipe can do (checked before any export or calibration, so a wrong combination fails in a second).
+RECIPE_CALIBRATORS = {
+    "nncf": ("minmax", "percentile", "mse"),  # NNCF has no KL-entropy estimator
+    "onnxruntime": ("minmax", "percentile", "entropy"),  # ORT has no MSE search
+    "tensorrt": ("minmax", "percentile", "entropy"),
+}
+
+
+def check_recipe_settings(recipe: str, settings: QuantSettings) -> None:
+    """One clear UserError for a recipe/setting combination that cannot work."""
+    if recipe not in RECIPES:
+        raise UserError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    if settings.calibrator not in RECIPE_CALIBRATORS[recipe]:
+        others = [r for r, c in RECIPE_CALIBRATORS.items() if settings.calibrator in c]
+        raise UserError(
+            f"the {recipe} recipe has no {settings.calibrator} calibrator; choose one of "
+            f"{', '.join(RECIPE_CALIBRATORS[recipe])}" + (f" (or --recipe {others[0]})" if others else "")
+        )
+    if recipe == "tensorrt" and settings.granularity != "per-channel":
+        raise UserError(
+            "--recipe tensorrt quantizes weights per output channel (TensorRT's rule for Conv; per-tensor weights "
+            "lose depth-wise convs); drop --granularity per-tensor"
+        )
