@@ -7,7 +7,8 @@ and removed before NNCF loads the extension:
 
 - our runs record their PID beside the lock (`lock.owner`); a lock whose recorded owner is dead is stale,
 - a compiler still running in the build folder (an orphaned ninja) is waited for, not raced,
-- a lock older than `max_age_s` with no compiler running in the folder is stale whatever wrote it.
+- a lock with no recorded owner and no compiler running in the folder is stale once older than `grace_s` (the
+  moment between torch creating the lock and starting ninja, or loading the built library, is seconds long).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from rtmdet_edge.errors import UserError
 
 EXTENSION_NAME = "quantized_functions_cpu"
-DEFAULT_MAX_AGE_S = 15 * 60
+DEFAULT_GRACE_S = 60.0
 DEFAULT_LOAD_TIMEOUT_S = 600  # NNCF's own default (60 s) is shorter than one build on 2 busy cores
 
 
@@ -55,7 +56,7 @@ def builders_in(folder: Path) -> list[int]:
     return pids
 
 
-def lock_state(build_dir: Path, max_age_s: float = DEFAULT_MAX_AGE_S, now: float | None = None) -> str:
+def lock_state(build_dir: Path, grace_s: float = DEFAULT_GRACE_S, now: float | None = None) -> str:
     """"free" (no lock), "building" (a compiler or a live owner holds it) or "stale" (safe to remove)."""
     lock = build_dir / "lock"
     if not lock.exists():
@@ -68,17 +69,17 @@ def lock_state(build_dir: Path, max_age_s: float = DEFAULT_MAX_AGE_S, now: float
             pid = int(json.loads(owner.read_text())["pid"])
         except (ValueError, KeyError, OSError):
             pid = -1
-        if pid > 0 and not pid_alive(pid):
-            return "stale"
+        if pid > 0:
+            return "building" if pid_alive(pid) else "stale"
     age = (now or time.time()) - lock.stat().st_mtime
-    return "stale" if age > max_age_s else "building"
+    return "stale" if age > grace_s else "building"
 
 
-def clear_stale_lock(build_dir: Path, max_age_s: float = DEFAULT_MAX_AGE_S, wait_s: float = 0.0, poll_s: float = 2.0) -> str:
+def clear_stale_lock(build_dir: Path, grace_s: float = DEFAULT_GRACE_S, wait_s: float = 0.0, poll_s: float = 2.0) -> str:
     """Remove a stale lock (returns "removed"); wait up to wait_s while a build is running; UserError if it still is."""
     deadline = time.time() + wait_s
     while True:
-        state = lock_state(build_dir, max_age_s)
+        state = lock_state(build_dir, grace_s)
         if state == "free":
             return "free"
         if state == "stale":
@@ -93,7 +94,7 @@ def clear_stale_lock(build_dir: Path, max_age_s: float = DEFAULT_MAX_AGE_S, wait
         time.sleep(poll_s)
 
 
-def load_nncf_torch_extension(timeout_s: float = DEFAULT_LOAD_TIMEOUT_S, max_age_s: float = DEFAULT_MAX_AGE_S) -> str:
+def load_nncf_torch_extension(timeout_s: float = DEFAULT_LOAD_TIMEOUT_S, grace_s: float = DEFAULT_GRACE_S) -> str:
     """Build/load NNCF's CPU quantization extension now, with stale-lock recovery and one clear error on timeout.
 
     Returns what happened to a previous lock ("free" or "removed").
@@ -101,7 +102,7 @@ def load_nncf_torch_extension(timeout_s: float = DEFAULT_LOAD_TIMEOUT_S, max_age
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", str(int(timeout_s)))
     build_dir = extension_build_dir()
     build_dir.mkdir(parents=True, exist_ok=True)
-    state = clear_stale_lock(build_dir, max_age_s, wait_s=timeout_s)
+    state = clear_stale_lock(build_dir, grace_s, wait_s=timeout_s)
     owner = build_dir / "lock.owner"
     owner.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
     try:
