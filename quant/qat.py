@@ -150,6 +150,7 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
     optimizer = build_optimizer(qmodel, args.lr)
     ema = ModelEMA(qmodel)
     start_epoch = 0
+    history: list[dict] = []
     last = out / "qat_last.pth"
     if args.resume:
         if not last.is_file():
@@ -162,10 +163,10 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
         if ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
         start_epoch = int(ckpt["epoch"]) + 1
+        history = list(ckpt.get("history", []))
         log.info("QAT resumed after epoch %d", start_epoch - 1)
     total = max(iters * args.epochs, 1)
     lr_schedule = lambda step: args.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
-    history = []
     for epoch in range(start_epoch, args.epochs):
         set_loader_epoch(loader, epoch, seed=cfg.seed)
         if epoch >= 1:

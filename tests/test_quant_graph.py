@@ -171,3 +171,17 @@ def test_synthetic_calibration_uses_the_inference_preprocessing():
     calib = load_calibration("synthetic:20", None, 8, 64)
     assert calib.batch.shape == (8, 3, 64, 64)
     assert len(set(calib.sources)) == 8  # spread over the 20 images, no repeats
+
+
+def test_quantize_cli_bad_input_is_exit_2_and_one_line(tmp_path, capsys):
+    from rtmdet_edge.cli import main
+
+    path = tmp_path / "q.onnx"
+    onnx.save(qdq_conv_add(), str(path))
+    base = ["quantize", "--weights", str(path), "--data", "synthetic", "--calib-size", "8", "--imgsz", "64", "--out", str(tmp_path)]
+    assert main(base) == 2
+    assert main([*base, "--recipe", "tensorrt", "--granularity", "per-tensor"]) == 2
+    assert main(["quantize", "--weights", str(tmp_path / "missing.pth"), "--data", "synthetic"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(errors) == 3 and all(line.startswith("rtmdet-edge quantize: error:") for line in errors)
+    assert "already quantized" in errors[0] and "per output channel" in errors[1] and "not found" in errors[2]
