@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +47,9 @@ def ov_request(path: Path, threads: int, precision: str):
     import openvino as ov
 
     compiled = ov.Core().compile_model(
-        str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        str(path),
+        "CPU",
+        {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"},
     )
     request = compiled.create_infer_request()
     return lambda x: request.infer({0: x}, share_inputs=True, share_outputs=True)
@@ -97,7 +98,15 @@ def main() -> int:
         ("openvino", "int8 (nncf recipe)"): openvino_kernels(nncf_q.openvino_xml, args.threads),
     }
     if args.with_s8s8:
-        s8 = ptq(model, calib, recipe="onnxruntime", settings=QuantSettings(activation_type="s8"), out_dir=work / "s8", imgsz=args.imgsz, check_kernels=False)
+        s8 = ptq(
+            model,
+            calib,
+            recipe="onnxruntime",
+            settings=QuantSettings(activation_type="s8"),
+            out_dir=work / "s8",
+            imgsz=args.imgsz,
+            check_kernels=False,
+        )
         models[("onnxruntime", "int8 (S8S8)")] = ort_session(s8.qdq_onnx, args.threads)
         kernels[("onnxruntime", "int8 (S8S8)")] = onnxruntime_kernels(s8.qdq_onnx)
     quantize_s = time.perf_counter() - t0
@@ -162,7 +171,9 @@ def main() -> int:
     for r in rows:
         conv = f"{r['int8_convs']} / {r['float_convs']}" if r["int8_convs"] is not None else "-"
         bf = f"{r['ratio_to_bf16']:.2f}x" if r["ratio_to_bf16"] is not None else "-"
-        lines.append(f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} | {conv} |")
+        lines.append(
+            f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} | {conv} |"
+        )
     (out / "int8_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -27,13 +27,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="preset name, for a checkpoint that does not record its config")
     p.add_argument("--method", default="ptq", choices=("ptq", "qat"), help="post-training quantization or QAT")
     p.add_argument("--recipe", default="onnxruntime", choices=RECIPES, help="quantization toolchain / target rules")
-    p.add_argument("--data", default=None, help="calibration (PTQ) / training (QAT) data: synthetic[:N], a dataset SPEC, or a folder of plain images")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="calibration (PTQ) / training (QAT) data: synthetic[:N], a dataset SPEC, or a folder of plain images",
+    )
     p.add_argument("--images", default=None, help="images folder of a COCO json, or alone: a folder of plain images")
     p.add_argument("--calib-size", type=int, default=128, help="calibration images (NNCF advises 300)")
     p.add_argument("--calibrator", default="minmax", choices=CALIBRATORS, help="activation range estimation")
     p.add_argument("--granularity", default="per-channel", choices=GRANULARITIES, help="weight scales")
     p.add_argument("--ignore", nargs="*", default=[], metavar="PATTERN", help="regexes of ONNX node names kept float")
-    p.add_argument("--activation-type", default="u8", choices=("u8", "s8"), help="onnxruntime recipe activations (u8 runs fast on x86)")
+    p.add_argument(
+        "--activation-type",
+        default="u8",
+        choices=("u8", "s8"),
+        help="onnxruntime recipe activations (u8 runs fast on x86)",
+    )
     p.add_argument("--preset", default="mixed", choices=("mixed", "performance"), help="NNCF preset")
     p.add_argument("--bias-correction", default="fast", choices=("fast", "full", "none"), help="NNCF bias correction")
     p.add_argument("--imgsz", type=int, default=640, help="square input size, a multiple of 32")
@@ -86,11 +95,22 @@ def run(args: argparse.Namespace) -> int:
 
     calib = load_calibration(args.data, args.images, args.calib_size, args.imgsz)
     images = parity_images(args.parity_images) if args.parity_images > 0 else None
-    result = ptq(model, calib, recipe=args.recipe, settings=settings, out_dir=out, imgsz=args.imgsz, parity_images=images, meta={"weights": str(args.weights)})
+    result = ptq(
+        model,
+        calib,
+        recipe=args.recipe,
+        settings=settings,
+        out_dir=out,
+        imgsz=args.imgsz,
+        parity_images=images,
+        meta={"weights": str(args.weights)},
+    )
     print(f"wrote {result.qdq_onnx}" + (f" and {result.openvino_xml}" if result.openvino_xml else ""))
     for k in result.summary["kernels"]:
         print(f"{k['runtime']}: {k['int8_convs']} convs run as INT8 kernels, {k['float_convs']} in float")
     for p in result.summary["parity"]:
-        print(f"parity {p['runtime']}: min SQNR {p['min_sqnr_db']} dB, detection agreement {p['detection_agreement']:.3f}")
+        print(
+            f"parity {p['runtime']}: min SQNR {p['min_sqnr_db']} dB, detection agreement {p['detection_agreement']:.3f}"
+        )
     print(f"summary: {result.summary_md}")
     return 0

@@ -57,7 +57,7 @@ def builders_in(folder: Path) -> list[int]:
 
 
 def lock_state(build_dir: Path, grace_s: float = DEFAULT_GRACE_S, now: float | None = None) -> str:
-    """"free" (no lock), "building" (a compiler or a live owner holds it) or "stale" (safe to remove)."""
+    """ "free" (no lock), "building" (a compiler or a live owner holds it) or "stale" (safe to remove)."""
     lock = build_dir / "lock"
     if not lock.exists():
         return "free"
@@ -75,7 +75,9 @@ def lock_state(build_dir: Path, grace_s: float = DEFAULT_GRACE_S, now: float | N
     return "stale" if age > grace_s else "building"
 
 
-def clear_stale_lock(build_dir: Path, grace_s: float = DEFAULT_GRACE_S, wait_s: float = 0.0, poll_s: float = 2.0) -> str:
+def clear_stale_lock(
+    build_dir: Path, grace_s: float = DEFAULT_GRACE_S, wait_s: float = 0.0, poll_s: float = 2.0
+) -> str:
     """Remove a stale lock (returns "removed"); wait up to wait_s while a build is running; UserError if it still is."""
     deadline = time.time() + wait_s
     while True:

@@ -47,7 +47,9 @@ def openvino_kernels(path: str | os.PathLike, num_threads: int = 1) -> KernelRep
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": num_threads, "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(
+        str(path), "CPU", {"INFERENCE_NUM_THREADS": num_threads, "INFERENCE_PRECISION_HINT": "f32"}
+    )
     int8, floating, others = 0, [], Counter()
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
@@ -59,10 +61,16 @@ def openvino_kernels(path: str | os.PathLike, num_threads: int = 1) -> KernelRep
             if precision in INT8_PRECISIONS:
                 int8 += 1
             else:
-                floating.append(info["originalLayersNames"].astype(str) if "originalLayersNames" in info else op.get_friendly_name())
+                floating.append(
+                    info["originalLayersNames"].astype(str) if "originalLayersNames" in info else op.get_friendly_name()
+                )
         elif precision not in INT8_PRECISIONS:
             others[layer] += 1
-    why = "no FakeQuantize on the input, or OpenVINO could not propagate one through the preceding ops" if floating else ""
+    why = (
+        "no FakeQuantize on the input, or OpenVINO could not propagate one through the preceding ops"
+        if floating
+        else ""
+    )
     return KernelReport("openvino", int8, len(floating), floating, why, dict(others))
 
 
@@ -87,7 +95,12 @@ def onnxruntime_kernels(path: str | os.PathLike) -> KernelReport:
         if float_convs
         else ""
     )
-    others = {op: c for op, c in counts.items() if not op.startswith("QLinear") and op not in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS, "QuantizeLinear", "DequantizeLinear")}
+    others = {
+        op: c
+        for op, c in counts.items()
+        if not op.startswith("QLinear")
+        and op not in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS, "QuantizeLinear", "DequantizeLinear")
+    }
     return KernelReport(
         "onnxruntime", sum(counts[op] for op in ORT_INT8_CONV_OPS), len(float_convs), float_convs, why, others
     )

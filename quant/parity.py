@@ -37,7 +37,9 @@ def run_onnxruntime(path: str | os.PathLike, batch: np.ndarray, threads: int = 1
 def run_openvino(path: str | os.PathLike, batch: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(
+        str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    )
     request = compiled.create_infer_request()
     names = [o.get_any_name() for o in compiled.outputs]
     runs = []

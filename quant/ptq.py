@@ -41,7 +41,11 @@ class PTQResult:
 
 def _calibration_batch(calib_images, imgsz: int) -> tuple[np.ndarray, dict]:
     if isinstance(calib_images, CalibrationSet):
-        return calib_images.batch, {"count": len(calib_images), "description": calib_images.description, "sources": calib_images.sources}
+        return calib_images.batch, {
+            "count": len(calib_images),
+            "description": calib_images.description,
+            "sources": calib_images.sources,
+        }
     if isinstance(calib_images, np.ndarray) and calib_images.ndim == 4 and calib_images.dtype == np.float32:
         return calib_images, {"count": len(calib_images), "description": "pre-processed array", "sources": []}
     boxed, _ = preprocess(list(calib_images), imgsz)  # BGR uint8 images of any size
@@ -57,8 +61,13 @@ def fp32_onnx_for(model: nn.Module | str | os.PathLike, out_dir: Path, imgsz: in
     path = Path(model)
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(path), load_external_data=False).graph.node):
-        raise UserError(f"{path} is already quantized (it holds QuantizeLinear/DequantizeLinear nodes); give the FP32 model")
+    if any(
+        n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        for n in onnx.load(str(path), load_external_data=False).graph.node
+    ):
+        raise UserError(
+            f"{path} is already quantized (it holds QuantizeLinear/DequantizeLinear nodes); give the FP32 model"
+        )
     return path
 
 
@@ -90,7 +99,10 @@ def ptq(
     if len(batch) < MIN_CALIB_IMAGES:
         raise UserError(f"{len(batch)} calibration images are too few; give at least {MIN_CALIB_IMAGES}")
     fp32 = fp32_onnx_for(model, out_dir, imgsz)
-    h, w = (d.dim_value for d in onnx.load(str(fp32), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[2:])
+    h, w = (
+        d.dim_value
+        for d in onnx.load(str(fp32), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[2:]
+    )
     if batch.shape[2:] != (h, w):
         raise UserError(f"calibration images are {batch.shape[2]}x{batch.shape[3]} but the model takes {h}x{w}")
     output = get_recipe(recipe).quantize(fp32, batch, settings, out_dir)
@@ -106,7 +118,9 @@ def ptq(
     if parity_images:
         strides = tuple(getattr(model, "strides", (8, 16, 32)))
         parity.append(compare_int8(fp32, output.qdq_onnx, parity_images, h, "onnxruntime", strides).to_dict())
-        parity.append(compare_int8(fp32, output.openvino_xml or output.qdq_onnx, parity_images, h, "openvino", strides).to_dict())
+        parity.append(
+            compare_int8(fp32, output.openvino_xml or output.qdq_onnx, parity_images, h, "openvino", strides).to_dict()
+        )
     summary = {
         "method": "ptq",
         "recipe": recipe,
@@ -114,7 +128,11 @@ def ptq(
         "imgsz": h,
         "settings": settings.to_dict(),
         "calibration": {**calib_info, "sources": calib_info["sources"][:50]},
-        "artefacts": {"fp32_onnx": str(fp32), "qdq_onnx": str(output.qdq_onnx), "openvino_int8_xml": str(output.openvino_xml or "")},
+        "artefacts": {
+            "fp32_onnx": str(fp32),
+            "qdq_onnx": str(output.qdq_onnx),
+            "openvino_int8_xml": str(output.openvino_xml or ""),
+        },
         "notes": output.notes,
         "graph": graph.to_dict(),
         "kernels": kernels,

@@ -76,9 +76,9 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
     """Export the fake-quantized model; NNCF's 8-bit FakeQuantize exports as QuantizeLinear/DequantizeLinear pairs."""
     import onnx
 
+    from rtmdet_edge.models.outputs import output_names
     from targets import INPUT_NAME
     from targets.export import _RawOutputs
-    from rtmdet_edge.models.outputs import output_names
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +87,13 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
     with torch.no_grad():
         names = output_names(qmodel(dummy))
         torch.onnx.export(
-            _RawOutputs(qmodel), (dummy,), str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=names,
+            _RawOutputs(qmodel),
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=names,
         )
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
@@ -139,10 +144,21 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
     # the criterion reads the model's class count, strides and kind (same object, fake quantizers added)
     criterion = build_criterion(model)
     cfg = replace(
-        TrainConfig(), model=model.config.name, data=args.data, images=args.images, epochs=args.epochs,
-        batch=args.batch, imgsz=args.imgsz, workers=0, lr=args.lr, amp=False, out=str(out),
+        TrainConfig(),
+        model=model.config.name,
+        data=args.data,
+        images=args.images,
+        epochs=args.epochs,
+        batch=args.batch,
+        imgsz=args.imgsz,
+        workers=0,
+        lr=args.lr,
+        amp=False,
+        out=str(out),
     )
-    dataset = build_dataset(args.data, images=args.images, split="train", num_classes=model.num_classes, imgsz=args.imgsz)
+    dataset = build_dataset(
+        args.data, images=args.images, split="train", num_classes=model.num_classes, imgsz=args.imgsz
+    )
     loader = build_train_loader(cfg, 2, dataset)  # stage 2: the weak pipeline official training ends with
     iters = len(loader)
     if iters == 0:
@@ -166,14 +182,22 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
         history = list(ckpt.get("history", []))
         log.info("QAT resumed after epoch %d", start_epoch - 1)
     total = max(iters * args.epochs, 1)
-    lr_schedule = lambda step: args.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+    lr_schedule = lambda step: args.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     for epoch in range(start_epoch, args.epochs):
         set_loader_epoch(loader, epoch, seed=cfg.seed)
         if epoch >= 1:
             freeze_batchnorm(qmodel)
         stats = train_one_epoch(
-            qmodel, criterion, loader, optimizer, torch.amp.GradScaler("cpu", enabled=False), ema, lr_schedule, epoch,
-            iters_per_epoch=iters, show_progress=False,
+            qmodel,
+            criterion,
+            loader,
+            optimizer,
+            torch.amp.GradScaler("cpu", enabled=False),
+            ema,
+            lr_schedule,
+            epoch,
+            iters_per_epoch=iters,
+            show_progress=False,
         )
         history.append({"epoch": epoch, **stats})
         _save(last, qmodel, ema, optimizer, epoch, {"config": model.config.to_dict(), "history": history})
@@ -181,8 +205,16 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
     onnx_path = export_qdq_onnx(ema.module, out / "model_int8_qat.onnx", args.imgsz)
     (out / "qat_summary.json").write_text(
         json.dumps(
-            {"method": "qat", "recipe": "nncf-torch", "settings": settings.to_dict(), "epochs": args.epochs, "lr": args.lr,
-             "calibration": calib.description, "history": history, "onnx": str(onnx_path)},
+            {
+                "method": "qat",
+                "recipe": "nncf-torch",
+                "settings": settings.to_dict(),
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "calibration": calib.description,
+                "history": history,
+                "onnx": str(onnx_path),
+            },
             indent=1,
         )
     )

@@ -23,7 +23,9 @@ def to_markdown(s: dict) -> str:
     lines += ["## What was quantized (graph)", ""]
     g = s["graph"]
     lines += [f"- quantized nodes by op: {json.dumps(g['quantized_by_op'])}"]
-    lines += [f"- weight quantizers: {g['weight_quantizers']} ({g['weight_per_channel']} per-channel), dtypes {json.dumps(g['weight_dtypes'])}"]
+    lines += [
+        f"- weight quantizers: {g['weight_quantizers']} ({g['weight_per_channel']} per-channel), dtypes {json.dumps(g['weight_dtypes'])}"
+    ]
     lines += [f"- activation quantizers: {g['activation_quantizers']}, dtypes {json.dumps(g['activation_dtypes'])}"]
     lines += [f"- quantizers with a non-zero zero point: {g['nonzero_zero_points']}"]
     if g["float_weighted_nodes"]:
@@ -31,14 +33,20 @@ def to_markdown(s: dict) -> str:
     else:
         lines += ["- weighted nodes left float: none"]
     lines += [f"- recipe notes: {'; '.join(s['notes'])}", "", "## What runs as INT8 kernels (runtime)", ""]
-    lines += ["| runtime | model | INT8 convs | float convs | why float | other float layers |", "|---|---|---:|---:|---|---|"]
+    lines += [
+        "| runtime | model | INT8 convs | float convs | why float | other float layers |",
+        "|---|---|---:|---:|---|---|",
+    ]
     for k in s["kernels"]:
         lines.append(
             f"| {k['runtime']} | {k['model']} | {k['int8_convs']} | {k['float_convs']} | {k['why_float'] or '-'} | "
             f"{', '.join(f'{t} x{c}' for t, c in k['other_float_layers'].items()) or '-'} |"
         )
     lines += ["", "## Parity with FP32 (real images, deploy post-processing)", ""]
-    lines += ["| runtime | images | min SQNR (dB) | detections fp32 / int8 / matched | agreement |", "|---|---:|---:|---|---:|"]
+    lines += [
+        "| runtime | images | min SQNR (dB) | detections fp32 / int8 / matched | agreement |",
+        "|---|---:|---:|---|---:|",
+    ]
     for p in s["parity"]:
         lines.append(
             f"| {p['runtime']} | {p['images']} | {p['min_sqnr_db']} | {p['detections_fp32']} / {p['detections_int8']} / "
@@ -46,5 +54,8 @@ def to_markdown(s: dict) -> str:
         )
     if s.get("tensorrt_rule_violations") is not None:
         v = s["tensorrt_rule_violations"]
-        lines += ["", f"TensorRT explicit-quantization rules: {'obeyed' if not v else f'{len(v)} violations, e.g. ' + v[0]}"]
+        lines += [
+            "",
+            f"TensorRT explicit-quantization rules: {'obeyed' if not v else f'{len(v)} violations, e.g. ' + v[0]}",
+        ]
     return "\n".join(lines) + "\n"

@@ -178,7 +178,19 @@ def test_quantize_cli_bad_input_is_exit_2_and_one_line(tmp_path, capsys):
 
     path = tmp_path / "q.onnx"
     onnx.save(qdq_conv_add(), str(path))
-    base = ["quantize", "--weights", str(path), "--data", "synthetic", "--calib-size", "8", "--imgsz", "64", "--out", str(tmp_path)]
+    base = [
+        "quantize",
+        "--weights",
+        str(path),
+        "--data",
+        "synthetic",
+        "--calib-size",
+        "8",
+        "--imgsz",
+        "64",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(base) == 2
     assert main([*base, "--recipe", "tensorrt", "--granularity", "per-tensor"]) == 2
     assert main(["quantize", "--weights", str(tmp_path / "missing.pth"), "--data", "synthetic"]) == 2

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 from _quant_helpers import lively_model
+
 from quant import QuantSettings, load_calibration, ptq
 from quant.graph import inspect_qdq, tensorrt_rule_violations
 from quant.parity import run_onnxruntime, run_openvino
-from rtmdet_edge.errors import UserError
 
 IMGSZ = 64
 RECIPES = ("onnxruntime", "tensorrt", "nncf")
@@ -32,7 +31,9 @@ def results(model, calib, tmp_path_factory):
     out = {}
     for recipe in RECIPES:
         images = [np.random.default_rng(0).integers(0, 255, (80, 100, 3), dtype=np.uint8)]
-        out[recipe] = ptq(model, calib, recipe=recipe, out_dir=tmp_path_factory.mktemp(recipe), imgsz=IMGSZ, parity_images=images)
+        out[recipe] = ptq(
+            model, calib, recipe=recipe, out_dir=tmp_path_factory.mktemp(recipe), imgsz=IMGSZ, parity_images=images
+        )
     return out
 
 
@@ -110,7 +111,15 @@ def test_tensorrt_rules_flag_the_onnxruntime_recipe(results):
 
 @pytest.mark.slow
 def test_ignore_keeps_nodes_float(model, calib, tmp_path):
-    r = ptq(model, calib, recipe="onnxruntime", settings=QuantSettings(ignore=("rtm_cls",)), out_dir=tmp_path, imgsz=IMGSZ, check_kernels=False)
+    r = ptq(
+        model,
+        calib,
+        recipe="onnxruntime",
+        settings=QuantSettings(ignore=("rtm_cls",)),
+        out_dir=tmp_path,
+        imgsz=IMGSZ,
+        check_kernels=False,
+    )
     report = inspect_qdq(onnx.load(str(r.qdq_onnx)))
     assert report.float_nodes and all("rtm_cls" in name for name in report.float_nodes)
     assert any("kept float" in n for n in r.summary["notes"])

@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from _quant_helpers import lively_model
 
 IMGSZ = 64
@@ -25,7 +24,15 @@ def qat_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("qat")
     model = lively_model(imgsz=IMGSZ)
     args = argparse.Namespace(
-        data="synthetic:8", images=None, calib_size=8, imgsz=IMGSZ, batch=4, epochs=1, lr=1e-4, out=str(out), resume=False
+        data="synthetic:8",
+        images=None,
+        calib_size=8,
+        imgsz=IMGSZ,
+        batch=4,
+        epochs=1,
+        lr=1e-4,
+        out=str(out),
+        resume=False,
     )
     onnx_path = run_qat(model, args, QuantSettings())
     return model, args, out, onnx_path

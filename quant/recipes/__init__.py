@@ -35,7 +35,11 @@ class Recipe(Protocol):
         ...
 
 
-MODULES = {"nncf": "quant.recipes.nncf", "onnxruntime": "quant.recipes.onnxruntime", "tensorrt": "quant.recipes.tensorrt"}
+MODULES = {
+    "nncf": "quant.recipes.nncf",
+    "onnxruntime": "quant.recipes.onnxruntime",
+    "tensorrt": "quant.recipes.tensorrt",
+}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -51,7 +51,9 @@ def nncf_parameters(settings: QuantSettings, num_images: int, names: list[str]) 
 class NNCFRecipe:
     name = "nncf"
 
-    def quantize(self, fp32_onnx: Path, calib_batch: np.ndarray, settings: QuantSettings, out_dir: Path) -> RecipeOutput:
+    def quantize(
+        self, fp32_onnx: Path, calib_batch: np.ndarray, settings: QuantSettings, out_dir: Path
+    ) -> RecipeOutput:
         import nncf
         import openvino as ov
 

@@ -115,7 +115,9 @@ def quantize_with_ort(
 class OnnxRuntimeRecipe:
     name = "onnxruntime"
 
-    def quantize(self, fp32_onnx: Path, calib_batch: np.ndarray, settings: QuantSettings, out_dir: Path) -> RecipeOutput:
+    def quantize(
+        self, fp32_onnx: Path, calib_batch: np.ndarray, settings: QuantSettings, out_dir: Path
+    ) -> RecipeOutput:
         out = out_dir / "model_int8_onnxruntime.onnx"
         notes = quantize_with_ort(fp32_onnx, calib_batch, settings, out, symmetric=False)
         return RecipeOutput(qdq_onnx=out, notes=notes)

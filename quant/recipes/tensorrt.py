@@ -26,7 +26,9 @@ OP_TYPES = ["Conv", "Add"]
 class TensorRTRecipe:
     name = "tensorrt"
 
-    def quantize(self, fp32_onnx: Path, calib_batch: np.ndarray, settings: QuantSettings, out_dir: Path) -> RecipeOutput:
+    def quantize(
+        self, fp32_onnx: Path, calib_batch: np.ndarray, settings: QuantSettings, out_dir: Path
+    ) -> RecipeOutput:
         if settings.granularity != "per-channel":
             raise UserError(
                 "--recipe tensorrt quantizes weights per output channel (TensorRT's rule for Conv); "
