@@ -47,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", default=None, help="checkpoint to check an .onnx --weights against")
     p.add_argument("--parity-images", type=int, default=4, help="real images used by the parity check")
     p.add_argument("--device", default="cuda:0", help="CUDA device for TensorRT")
+    p.add_argument(
+        "--calib-data",
+        default=None,
+        help="tensorrt int8 from a checkpoint: calibration images (synthetic[:N], a dataset SPEC or an image folder) "
+        "for the tensorrt recipe of `rtmdet-edge quantize`",
+    )
+    p.add_argument("--calib-size", type=int, default=128, help="calibration images for --calib-data")
     p.add_argument("--out", default=None, help="output file (default: runs/export/<name>_<imgsz>[...].<ext>)")
 
 
@@ -79,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
         source_onnx = weights
         ref_path = args.reference
     else:
-        if args.precision == "int8":
-            raise UserError("INT8 needs an explicitly quantized model: run `rtmdet-edge quantize`, export its .onnx")
+        if args.precision == "int8" and not (args.format == "tensorrt" and args.calib_data):
+            raise UserError(
+                "INT8 needs an explicitly quantized model: run `rtmdet-edge quantize` and export its .onnx, or for "
+                "TensorRT pass --calib-data to quantize with the tensorrt recipe here"
+            )
         source_onnx = None
         ref_path = weights
     model = None
@@ -90,7 +100,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args, stem)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    if source_onnx is None:
+    if source_onnx is None and args.precision == "int8":
+        if args.nms or args.dynamic:
+            raise UserError("--calib-data quantizes the static raw-output graph; drop --nms and --dynamic for int8")
+        from quant.calibration import load_calibration
+        from quant.ptq import ptq
+
+        calib = load_calibration(args.calib_data, None, args.calib_size, args.imgsz)
+        source_onnx = ptq(model, calib, recipe="tensorrt", out_dir=out.parent / f"{out.stem}_quant", imgsz=args.imgsz).qdq_onnx
+        onnx_path = source_onnx
+        log.info("tensorrt recipe wrote %s", source_onnx)
+    elif source_onnx is None:
         import onnx
 
         onnx_path = out if args.format == "onnx" and args.precision == "fp32" else out.with_suffix(".fp32.onnx")

@@ -1,0 +1,183 @@
+"""INT8 vs float latency, model only, one process, interleaved: OpenVINO (f32, bf16, NNCF INT8) and ONNX Runtime
+(FP32, INT8 U8S8 from the onnxruntime recipe), plus how many convolutions each runtime really ran as INT8 kernels.
+
+    PYTHONPATH=. python benchmarks/int8_speed.py --imgsz 640 --threads 2        # -> benchmarks/results/int8_speed.{json,md}
+    python benchmarks/update_readme.py                                          # copies the table into README.md
+
+Each round runs every model `--runs` times back to back (after warm-up) and keeps the round's median; the reported
+latency is the median over rounds, and ratios are taken within the run, so a loaded machine shifts all rows together.
+Without --weights the model is rtmdet-tiny with random weights whose BN statistics were measured on random inputs
+(latency does not depend on the weights; accuracy is not measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # no spin-waiting between calls: with two runtimes in one process a spinning pool steals the other's cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})
+
+
+def ov_request(path: Path, threads: int, precision: str):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(path),
+        "CPU",
+        {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"},
+    )
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x}, share_inputs=True, share_outputs=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=None, help="checkpoint (default: random rtmdet-tiny)")
+    p.add_argument("--model", default="rtmdet-tiny")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calib-size", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--with-s8s8", action="store_true", help="also time the S8S8 onnxruntime graph")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from quant import QuantSettings, load_calibration, ptq
+    from quant.kernels import onnxruntime_kernels, openvino_kernels
+
+    if args.weights:
+        from rtmdet_edge.checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.weights).eval()
+    else:
+        from _quant_helpers import lively_model
+
+        model = lively_model(args.model, num_classes=80, imgsz=args.imgsz)
+    work = Path(tempfile.mkdtemp(prefix="int8_speed_"))
+    calib = load_calibration("synthetic", None, args.calib_size, args.imgsz)
+    t0 = time.perf_counter()
+    ort_q = ptq(model, calib, recipe="onnxruntime", out_dir=work / "ort", imgsz=args.imgsz, check_kernels=False)
+    nncf_q = ptq(model, calib, recipe="nncf", out_dir=work / "nncf", imgsz=args.imgsz, check_kernels=False)
+    models = {
+        ("onnxruntime", "fp32"): ort_session(ort_q.fp32_onnx, args.threads),
+        ("onnxruntime", "int8 (U8S8, onnxruntime recipe)"): ort_session(ort_q.qdq_onnx, args.threads),
+        ("openvino", "f32"): ov_request(nncf_q.fp32_onnx, args.threads, "f32"),
+        ("openvino", "bf16"): ov_request(nncf_q.fp32_onnx, args.threads, "bf16"),
+        ("openvino", "int8 (nncf recipe)"): ov_request(nncf_q.openvino_xml, args.threads, "f32"),
+    }
+    kernels = {
+        ("onnxruntime", "int8 (U8S8, onnxruntime recipe)"): onnxruntime_kernels(ort_q.qdq_onnx),
+        ("openvino", "int8 (nncf recipe)"): openvino_kernels(nncf_q.openvino_xml, args.threads),
+    }
+    if args.with_s8s8:
+        s8 = ptq(
+            model,
+            calib,
+            recipe="onnxruntime",
+            settings=QuantSettings(activation_type="s8"),
+            out_dir=work / "s8",
+            imgsz=args.imgsz,
+            check_kernels=False,
+        )
+        models[("onnxruntime", "int8 (S8S8)")] = ort_session(s8.qdq_onnx, args.threads)
+        kernels[("onnxruntime", "int8 (S8S8)")] = onnxruntime_kernels(s8.qdq_onnx)
+    quantize_s = time.perf_counter() - t0
+
+    x = calib.batch[:1].copy()
+    for fn in models.values():
+        for _ in range(args.warmup):
+            fn(x)
+    per_round: dict = {k: [] for k in models}
+    for _ in range(args.rounds):
+        for key, fn in models.items():
+            times = []
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                fn(x)
+                times.append((time.perf_counter() - t) * 1e3)
+            per_round[key].append(statistics.median(times))
+    median = {k: statistics.median(v) for k, v in per_round.items()}
+    ov_f32, ort_f32 = median[("openvino", "f32")], median[("onnxruntime", "fp32")]
+    rows = []
+    for (runtime, precision), ms in median.items():
+        base = ov_f32 if runtime == "openvino" else ort_f32
+        k = kernels.get((runtime, precision))
+        rows.append(
+            {
+                "runtime": runtime,
+                "precision": precision,
+                "median_ms": round(ms, 2),
+                "ratio_to_float32": round(ms / base, 3),
+                "ratio_to_bf16": round(ms / median[("openvino", "bf16")], 3) if runtime == "openvino" else None,
+                "int8_convs": k.int8_convs if k else None,
+                "float_convs": k.float_convs if k else None,
+                "round_medians_ms": [round(v, 2) for v in per_round[(runtime, precision)]],
+            }
+        )
+    load = os.getloadavg()
+    result = {
+        "model": args.model,
+        "weights": args.weights or "random (BN statistics from random inputs)",
+        "imgsz": args.imgsz,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "runs_per_round": args.runs,
+        "calibration_images": args.calib_size,
+        "quantize_seconds": round(quantize_s, 1),
+        "load_average": [round(v, 1) for v in load],
+        "cpu": platform.processor() or platform.machine(),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "int8_speed.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"{args.model} at {args.imgsz}, model only, batch 1, {args.threads} threads, one process, {args.rounds} interleaved "
+        f"rounds x {args.runs} runs, median of round medians; load average at the end {load[0]:.1f} "
+        "(a loaded machine: compare ratios, not absolute ms). INT8 convs: convolutions the runtime executed as INT8 "
+        "kernels (OpenVINO runtime precision, ONNX Runtime optimized graph).",
+        "",
+        "| runtime | precision | median (ms) | vs float32 | vs bf16 | INT8 convs / float convs |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        conv = f"{r['int8_convs']} / {r['float_convs']}" if r["int8_convs"] is not None else "-"
+        bf = f"{r['ratio_to_bf16']:.2f}x" if r["ratio_to_bf16"] is not None else "-"
+        lines.append(
+            f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} | {conv} |"
+        )
+    (out / "int8_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

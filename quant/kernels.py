@@ -1,0 +1,106 @@
+"""Do the convolutions really run as INT8 kernels? Ask each runtime, not the graph.
+
+OpenVINO: the compiled model's runtime graph reports every executed layer's `runtimePrecision` (u8/i8 = an INT8
+kernel). ONNX Runtime: the optimized graph it actually runs (SessionOptions.optimized_model_filepath) holds
+QLinearConv / ConvInteger for INT8 convolutions and Conv / FusedConv for float ones. ONNX Runtime's CPU provider
+fuses DQ -> Conv -> Q into QLinearConv only when the conv's *output* is quantized too; a graph with Q/DQ on conv
+inputs only (the TensorRT placement, NNCF's) runs dequantize + float conv on ORT.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+INT8_PRECISIONS = ("u8", "i8")
+ORT_INT8_CONV_OPS = ("QLinearConv", "ConvInteger")
+ORT_FLOAT_CONV_OPS = ("Conv", "FusedConv", "NchwcConv")
+
+
+@dataclass
+class KernelReport:
+    runtime: str
+    int8_convs: int
+    float_convs: int
+    float_conv_names: list[str] = field(default_factory=list)
+    why_float: str = ""
+    other_float_layers: dict[str, int] = field(default_factory=dict)  # layer type -> count of float layers
+
+    def to_dict(self) -> dict:
+        return {
+            "runtime": self.runtime,
+            "int8_convs": self.int8_convs,
+            "float_convs": self.float_convs,
+            "float_conv_names": self.float_conv_names,
+            "why_float": self.why_float,
+            "other_float_layers": self.other_float_layers,
+        }
+
+
+def openvino_kernels(path: str | os.PathLike, num_threads: int = 1) -> KernelReport:
+    """Per-layer execution precision of a compiled OpenVINO model (IR or ONNX) on the CPU plugin."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        str(path), "CPU", {"INFERENCE_NUM_THREADS": num_threads, "INFERENCE_PRECISION_HINT": "f32"}
+    )
+    int8, floating, others = 0, [], Counter()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else ""
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
+        if layer in ("Const", "Input", "Output", "Reorder", "Reshape"):
+            continue
+        if layer == "Convolution":
+            if precision in INT8_PRECISIONS:
+                int8 += 1
+            else:
+                floating.append(
+                    info["originalLayersNames"].astype(str) if "originalLayersNames" in info else op.get_friendly_name()
+                )
+        elif precision not in INT8_PRECISIONS:
+            others[layer] += 1
+    why = (
+        "no FakeQuantize on the input, or OpenVINO could not propagate one through the preceding ops"
+        if floating
+        else ""
+    )
+    return KernelReport("openvino", int8, len(floating), floating, why, dict(others))
+
+
+def onnxruntime_kernels(path: str | os.PathLike) -> KernelReport:
+    """Kernels of the graph ONNX Runtime's CPU provider runs after its optimisations (extended level: the QDQ fusions)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 3
+        # EXTENDED already applies every QDQ -> QLinear* fusion; ALL adds layout rewrites the saved file can't express
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(opts.optimized_model_filepath)
+    counts = Counter(n.op_type for n in optimized.graph.node)
+    float_convs = [n.name for n in optimized.graph.node if n.op_type in ORT_FLOAT_CONV_OPS]
+    why = (
+        "ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv only when the conv output is quantized; these convs run "
+        "dequantize + float conv"
+        if float_convs
+        else ""
+    )
+    others = {
+        op: c
+        for op, c in counts.items()
+        if not op.startswith("QLinear")
+        and op not in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS, "QuantizeLinear", "DequantizeLinear")
+    }
+    return KernelReport(
+        "onnxruntime", sum(counts[op] for op in ORT_INT8_CONV_OPS), len(float_convs), float_convs, why, others
+    )

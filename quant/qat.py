@@ -1,0 +1,221 @@
+"""Quantization-aware training with NNCF's PyTorch backend on the fused deployment form.
+
+    qmodel = quant.qat.prepare(model, calib)          # fused copy + NNCF fake quantizers (ranges from calib)
+    train_one_epoch(qmodel, criterion, loader, ...)   # the project's own training step, unchanged
+    quant.qat.export_qdq_onnx(qmodel, "model_qat.onnx", imgsz)
+
+Why NNCF and not PyTorch PT2E: NNCF's PyTorch QAT is maintained by the OpenVINO team together with the
+OpenVINO/ONNX PTQ recipes used here (same presets, same quantizer placement rules, the exported FakeQuantize ->
+QuantizeLinear/DequantizeLinear runs on ONNX Runtime and OpenVINO), while torch.ao's PT2E quantization is being moved
+out of PyTorch into torchao (not a dependency here) and its x86 quantizer targets Inductor, not ONNX export.
+
+The fused form has no BatchNorm (folded into the convs), so the rule "freeze BN statistics after the first epoch"
+holds from the start; `freeze_batchnorm` still runs from epoch 1 on for models that keep BN layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from quant.settings import QuantSettings
+from rtmdet_edge.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _nncf_kwargs(settings: QuantSettings, num_images: int) -> dict:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    return dict(
+        preset=nncf.QuantizationPreset.MIXED if settings.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=num_images,
+        fast_bias_correction=True,
+        advanced_parameters=AdvancedQuantizationParameters(
+            weights_quantization_params=QuantizationParameters(per_channel=settings.granularity == "per-channel")
+        ),
+    )
+
+
+def prepare(model: nn.Module, calib_batch: np.ndarray, settings: QuantSettings | None = None) -> nn.Module:
+    """A fused copy of `model` with NNCF fake quantization inserted and initialised from the calibration images."""
+    import nncf
+
+    from quant.extension_lock import load_nncf_torch_extension
+    from targets.export import deployment_model
+
+    settings = settings or QuantSettings()
+    load_nncf_torch_extension()
+    fused = deployment_model(model)
+    samples = [torch.from_numpy(calib_batch[i : i + 1]) for i in range(len(calib_batch))]
+    qmodel = nncf.quantize(fused, nncf.Dataset(samples), **_nncf_kwargs(settings, len(samples)))
+    return qmodel
+
+
+def freeze_batchnorm(model: nn.Module) -> int:
+    """BN layers to eval mode (running statistics frozen) and their affine parameters fixed; returns how many."""
+    count = 0
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+            count += 1
+    return count
+
+
+def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int = 17) -> Path:
+    """Export the fake-quantized model; NNCF's 8-bit FakeQuantize exports as QuantizeLinear/DequantizeLinear pairs."""
+    import onnx
+
+    from rtmdet_edge.models.outputs import output_names
+    from targets import INPUT_NAME
+    from targets.export import _RawOutputs
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    qmodel = qmodel.eval()
+    dummy = torch.zeros(1, 3, imgsz, imgsz)
+    with torch.no_grad():
+        names = output_names(qmodel(dummy))
+        torch.onnx.export(
+            _RawOutputs(qmodel),
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=names,
+        )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        raise RuntimeError(f"{path}: the QAT export holds no QuantizeLinear nodes")
+    return path
+
+
+def _save(path: Path, qmodel: nn.Module, ema, optimizer, epoch: int, extra: dict) -> None:
+    import nncf.torch
+
+    from rtmdet_edge.checkpoint import save_checkpoint
+
+    save_checkpoint(
+        path,
+        {
+            "qat": True,
+            "nncf_config": nncf.torch.get_config(qmodel),
+            "model": qmodel.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            **extra,
+        },
+    )
+
+
+def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings) -> Path:
+    """The `quantize --method qat` pipeline: prepare -> fine-tune (project loop, EMA) -> resumable checkpoints -> export."""
+    from dataclasses import replace
+
+    from quant.calibration import load_calibration
+    from rtmdet_edge.config import TrainConfig
+    from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
+    from rtmdet_edge.data.spec import build_dataset
+    from rtmdet_edge.training.ema import ModelEMA
+    from rtmdet_edge.training.engine import train_one_epoch
+    from rtmdet_edge.training.loss import build_criterion
+    from rtmdet_edge.training.optim import build_optimizer
+
+    if args.data is None:
+        raise UserError("QAT fine-tunes on annotated data: give --data (synthetic, a COCO json or a dataset YAML)")
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    calib = load_calibration(args.data, args.images, args.calib_size, args.imgsz)
+    qmodel = prepare(model, calib.batch, settings)
+    # the criterion reads the model's class count, strides and kind (same object, fake quantizers added)
+    criterion = build_criterion(model)
+    cfg = replace(
+        TrainConfig(),
+        model=model.config.name,
+        data=args.data,
+        images=args.images,
+        epochs=args.epochs,
+        batch=args.batch,
+        imgsz=args.imgsz,
+        workers=0,
+        lr=args.lr,
+        amp=False,
+        out=str(out),
+    )
+    dataset = build_dataset(
+        args.data, images=args.images, split="train", num_classes=model.num_classes, imgsz=args.imgsz
+    )
+    loader = build_train_loader(cfg, 2, dataset)  # stage 2: the weak pipeline official training ends with
+    iters = len(loader)
+    if iters == 0:
+        raise UserError(f"--data {args.data} has fewer images than one batch of {args.batch}")
+    optimizer = build_optimizer(qmodel, args.lr)
+    ema = ModelEMA(qmodel)
+    start_epoch = 0
+    history: list[dict] = []
+    last = out / "qat_last.pth"
+    if args.resume:
+        if not last.is_file():
+            raise UserError(f"--resume: {last} not found")
+        from rtmdet_edge.checkpoint import read_checkpoint
+
+        ckpt = read_checkpoint(last)
+        qmodel.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        history = list(ckpt.get("history", []))
+        log.info("QAT resumed after epoch %d", start_epoch - 1)
+    total = max(iters * args.epochs, 1)
+    lr_schedule = lambda step: args.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    for epoch in range(start_epoch, args.epochs):
+        set_loader_epoch(loader, epoch, seed=cfg.seed)
+        if epoch >= 1:
+            freeze_batchnorm(qmodel)
+        stats = train_one_epoch(
+            qmodel,
+            criterion,
+            loader,
+            optimizer,
+            torch.amp.GradScaler("cpu", enabled=False),
+            ema,
+            lr_schedule,
+            epoch,
+            iters_per_epoch=iters,
+            show_progress=False,
+        )
+        history.append({"epoch": epoch, **stats})
+        _save(last, qmodel, ema, optimizer, epoch, {"config": model.config.to_dict(), "history": history})
+        log.info("QAT epoch %d: loss %.4f", epoch, stats.get("loss", float("nan")))
+    onnx_path = export_qdq_onnx(ema.module, out / "model_int8_qat.onnx", args.imgsz)
+    (out / "qat_summary.json").write_text(
+        json.dumps(
+            {
+                "method": "qat",
+                "recipe": "nncf-torch",
+                "settings": settings.to_dict(),
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "calibration": calib.description,
+                "history": history,
+                "onnx": str(onnx_path),
+            },
+            indent=1,
+        )
+    )
+    return onnx_path

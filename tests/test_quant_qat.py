@@ -1,0 +1,78 @@
+"""QAT end to end on a tiny model at 64 px: prepare (NNCF fake quantization on the fused form), the project's own
+training step, a resumable checkpoint, and a Q/DQ ONNX that ONNX Runtime and OpenVINO run."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from _quant_helpers import lively_model
+
+IMGSZ = 64
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first run compiles NNCF's torch extension
+
+
+@pytest.fixture(scope="module")
+def qat_run(tmp_path_factory):
+    from quant.qat import run_qat
+    from quant.settings import QuantSettings
+
+    pytest.importorskip("nncf")
+    out = tmp_path_factory.mktemp("qat")
+    model = lively_model(imgsz=IMGSZ)
+    args = argparse.Namespace(
+        data="synthetic:8",
+        images=None,
+        calib_size=8,
+        imgsz=IMGSZ,
+        batch=4,
+        epochs=1,
+        lr=1e-4,
+        out=str(out),
+        resume=False,
+    )
+    onnx_path = run_qat(model, args, QuantSettings())
+    return model, args, out, onnx_path
+
+
+def test_qat_exports_qdq_onnx_that_runs(qat_run):
+    from quant.graph import inspect_qdq
+    from quant.parity import run_onnxruntime, run_openvino
+
+    _, _, out, onnx_path = qat_run
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model, full_check=True)
+    report = inspect_qdq(model)
+    convs = sum(1 for n in model.graph.node if n.op_type == "Conv")
+    assert report.num_quantized_convs == convs
+    x = np.random.default_rng(0).standard_normal((1, 3, IMGSZ, IMGSZ)).astype(np.float32)
+    a, b = run_onnxruntime(onnx_path, x), run_openvino(onnx_path, x)
+    assert set(a) == set(b) and "cls_score_0" in a
+    for name in a:
+        assert np.isfinite(a[name]).all() and np.allclose(a[name], b[name], atol=0.05 * (np.abs(a[name]).max() + 1))
+    assert (out / "qat_last.pth").is_file() and (out / "qat_summary.json").is_file()
+
+
+def test_qat_resumes_from_its_checkpoint(qat_run):
+    from quant.qat import run_qat
+    from quant.settings import QuantSettings
+    from rtmdet_edge.checkpoint import read_checkpoint
+
+    model, args, out, _ = qat_run
+    first = read_checkpoint(out / "qat_last.pth")
+    assert first["epoch"] == 0 and first["qat"]
+    resumed = argparse.Namespace(**{**vars(args), "epochs": 2, "resume": True})
+    run_qat(model, resumed, QuantSettings())
+    second = read_checkpoint(out / "qat_last.pth")
+    assert second["epoch"] == 1 and [h["epoch"] for h in second["history"]] == [0, 1]
+
+
+def test_freeze_batchnorm():
+    from quant.qat import freeze_batchnorm
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    assert freeze_batchnorm(net) == 1
+    assert not net[1].training and not net[1].weight.requires_grad
