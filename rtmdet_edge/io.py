@@ -76,7 +76,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     """JSON with NaN/inf written as null (strict JSON: other tools refuse the NaN literal)."""
-    return atomic_write_text(path, json.dumps(_finite(obj), indent=indent) + "\n")
+    return atomic_write_text(path, json.dumps(finite_or_none(obj), indent=indent) + "\n")
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
@@ -86,13 +86,14 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> 
     return Path(path)
 
 
-def _finite(obj: Any) -> Any:
+def finite_or_none(obj: Any) -> Any:
+    """obj with every NaN/inf float (nested in dicts, lists, tuples) replaced by None."""
     if isinstance(obj, float):
         return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
     if isinstance(obj, Mapping):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite_or_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite_or_none(v) for v in obj]
     return obj
 
 

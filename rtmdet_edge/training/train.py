@@ -29,6 +29,7 @@ from rtmdet_edge.config import TrainConfig
 from rtmdet_edge.training.ema import ModelEMA
 from rtmdet_edge.training.engine import train_one_epoch
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import finite_or_none
 from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
 from rtmdet_edge.training.optim import LRSchedule, build_optimizer, scaled_lr, short_run_warmup
 
@@ -185,7 +186,7 @@ def setup_logging(out: Path, is_main: bool) -> None:
 
 def write_metrics(out: Path, row: dict[str, Any]) -> None:
     with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(json.dumps(finite_or_none(row)) + "\n")  # NaN (COCO's "no objects of this size") -> null
     csv_path = out / "metrics.csv"
     new = not csv_path.exists()
     with open(csv_path, "a", newline="") as f:
