@@ -25,6 +25,27 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def temp_path_beside(path: str | os.PathLike, suffix: str | None = None) -> Path:
+    """A new empty temporary file in path's folder, named `.NAME.tmp-XXXX<suffix>` (suffix: path's own by default)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.tmp-", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+    )
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def commit_temp(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """fsync `tmp` and move it onto `path` in one atomic rename."""
+    tmp, path = Path(tmp), Path(path)
+    _fsync_file(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets the permissions open() would give
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path` for a writer that wants a file name (onnx.save, cv2.VideoWriter, ...).
@@ -32,22 +53,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     The temporary name keeps the destination's suffix (some writers pick the format from it) unless `suffix` is given.
     When the block ends normally the file is fsynced and moved onto `path`; otherwise it is removed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.tmp-", suffix=path.suffix if suffix is None else suffix, dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_path_beside(path, suffix)
     try:
         yield tmp
-        _fsync_file(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets the permissions open() would give
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        commit_temp(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process (SIGKILL, power loss) left in `folder`."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 @contextlib.contextmanager

@@ -43,6 +43,15 @@ def test_warnings_reach_the_terminal_as_one_readable_line(monkeypatch, capsys) -
     assert err == "rtmdet-edge: warning: images/b.png: not an image; skipped\n"
 
 
+def test_log_warnings_use_the_same_one_line_form() -> None:
+    import logging
+
+    record = logging.LogRecord("rtmdet_edge.inference.predict", logging.WARNING, __file__, 1, "camera %d lost", (7,), None)
+    assert cli._LogFormatter().format(record) == "rtmdet-edge: warning: camera 7 lost"
+    record = logging.LogRecord("rtmdet_edge.x", logging.INFO, __file__, 1, "wrote %s", ("a.json",), None)
+    assert cli._LogFormatter().format(record) == "INFO rtmdet_edge.x: wrote a.json"
+
+
 def test_user_error_and_full_disk_are_one_line_and_nonzero(monkeypatch, capsys) -> None:
     from rtmdet_edge.errors import UserError
 

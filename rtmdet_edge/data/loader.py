@@ -8,6 +8,7 @@ without pixels) with the official test letterbox (rtmdet_edge.inference.preproce
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -46,8 +47,11 @@ class ResumableSampler(DistributedSampler):
 
 def init_worker(worker_id: int) -> None:
     """Every DataLoader worker: OpenCV single-threaded (N workers x all cores of cv2 threads oversubscribe the CPU;
-    the workers are the parallelism, as in the torchvision references and Ultralytics)."""
+    the workers are the parallelism, as in the torchvision references and Ultralytics). Ctrl-C in a terminal reaches
+    the whole process group: workers ignore it so the main process can finish the iteration and save a checkpoint
+    (they end with the loader)."""
     cv2.setNumThreads(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def seed_worker(worker_id: int) -> None:

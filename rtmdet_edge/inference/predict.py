@@ -16,7 +16,9 @@ from tqdm import tqdm
 from rtmdet_edge.inference.draw import draw_detections, draw_fps
 from rtmdet_edge.classes import COCO_CATEGORY_IDS
 from rtmdet_edge.inference.detector import BACKENDS, Detector
+from rtmdet_edge.data.coco import read_image
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import atomic_path, atomic_write_text, commit_temp, temp_path_beside
 from rtmdet_edge.inference.postprocess import Detections
 
 log = logging.getLogger(__name__)
@@ -86,16 +88,17 @@ def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_th
     cat_ids = _category_ids(detector)
     done = 0
     for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=len(paths) < 2)):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None or image.size == 0:
-            log.warning("skipping %s: not a readable image", path)
+        image, why = read_image(path)
+        if image is None:
+            log.warning("skipping %s: %s", path, why)
             continue
         det = detector(image)
         results = to_coco_results(det, _image_id(path, index), cat_ids)
-        (out / f"{path.stem}.json").write_text(json.dumps(results))
+        atomic_write_text(out / f"{path.stem}.json", json.dumps(results))
         if save_media:
             drawn = draw_detections(image, det.boxes, det.scores, det.labels, detector.class_names, show_thr)
-            cv2.imwrite(str(out / f"{path.stem}.jpg"), drawn)
+            with atomic_path(out / f"{path.stem}.jpg") as tmp:
+                cv2.imwrite(str(tmp), drawn)
         done += 1
     return done
 
@@ -103,32 +106,76 @@ def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_th
 def predict_stream(
     detector: Detector, cap: cv2.VideoCapture, name: str, out: Path, show_thr: float, save_media: bool, max_frames: int
 ) -> int:
+    """Detect on every frame; writes OUT/NAME.mp4 (annotated) and OUT/NAME.json (COCO results, image_id = frame).
+
+    Both files appear whole (written beside, then renamed). Ctrl-C keeps what was processed: the video is finalised
+    and both files are written before the KeyboardInterrupt goes on. Any other error leaves no partial video.
+    """
     cat_ids = _category_ids(detector)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if total and max_frames > 0:
         total = min(total, max_frames)
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    writer = None
+    if not 0 < fps_in < 1000:  # some streams report 0, NaN or 90000 (a timebase)
+        fps_in = 30.0
+    writer = tmp_video = None
     results: list[dict] = []
     smoothed_fps = 0.0
     n = 0
-    for n, frame in enumerate(tqdm(_iter_frames(cap, max_frames), total=total, desc=name, unit="frame"), start=1):
-        t0 = time.perf_counter()
-        det = detector(frame)
-        dt = time.perf_counter() - t0
-        smoothed_fps = 1.0 / dt if smoothed_fps == 0 else 0.9 * smoothed_fps + 0.1 / dt
-        results.extend(to_coco_results(det, n - 1, cat_ids))
-        if save_media:
-            drawn = draw_detections(frame, det.boxes, det.scores, det.labels, detector.class_names, show_thr)
-            draw_fps(drawn, smoothed_fps)
-            if writer is None:
-                h, w = drawn.shape[:2]
-                writer = cv2.VideoWriter(str(out / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (w, h))
-            writer.write(drawn)
+    interrupted = False
+    try:
+        for n, frame in enumerate(tqdm(_iter_frames(cap, max_frames), total=total, desc=name, unit="frame"), start=1):
+            t0 = time.perf_counter()
+            det = detector(frame)
+            dt = max(time.perf_counter() - t0, 1e-9)
+            smoothed_fps = 1.0 / dt if smoothed_fps == 0 else 0.9 * smoothed_fps + 0.1 / dt
+            results.extend(to_coco_results(det, n - 1, cat_ids))
+            if save_media:
+                drawn = draw_detections(frame, det.boxes, det.scores, det.labels, detector.class_names, show_thr)
+                draw_fps(drawn, smoothed_fps)
+                if writer is None:
+                    h, w = drawn.shape[:2]
+                    tmp_video = temp_path_beside(out / f"{name}.mp4")
+                    writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (w, h))
+                writer.write(drawn)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted after %d frames: keeping what was processed", n)
+    except BaseException:
+        if writer is not None:
+            writer.release()
+        if tmp_video is not None:
+            tmp_video.unlink(missing_ok=True)
+        raise
     if writer is not None:
         writer.release()
-    (out / f"{name}.json").write_text(json.dumps(results))
+        commit_temp(tmp_video, out / f"{name}.mp4")
+    atomic_write_text(out / f"{name}.json", json.dumps(results))
+    if interrupted:
+        raise KeyboardInterrupt
     return n
+
+
+def _open_capture(source: int | str, what: str) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        cap.release()
+        raise UserError(f"cannot open {what}")
+    return cap
+
+
+def _run_stream(detector: Detector, source: int | str, what: str, name: str, args: argparse.Namespace, out: Path) -> int:
+    cap = _open_capture(source, what)
+    try:
+        n = predict_stream(detector, cap, name, out, args.show_thr, not args.no_save_media, args.max_frames)
+    finally:
+        cap.release()
+    if n == 0:
+        raise UserError(f"{what}: no frame could be read (corrupt file, unsupported codec or no camera signal)")
+    if isinstance(source, int) and (args.max_frames <= 0 or n < args.max_frames):
+        log.warning("%s stopped delivering frames after %d frames (disconnected?); results so far are saved", what, n)
+    print(f"{n} frames -> {out}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,12 +189,7 @@ def run(args: argparse.Namespace) -> int:
     save_media = not args.no_save_media
     path = Path(source)
     if source.isdigit() and not path.exists():
-        cap = cv2.VideoCapture(int(source))
-        if not cap.isOpened():
-            raise UserError(f"cannot open camera {source}")
-        n = predict_stream(detector, cap, f"camera{source}", out, args.show_thr, save_media, args.max_frames)
-        print(f"{n} frames -> {out}")
-        return 0
+        return _run_stream(detector, int(source), f"camera {source}", f"camera{source}", args, out)
     if not path.exists():
         raise UserError(f"--source {source}: no such file, folder or camera")
     if path.is_dir():
@@ -155,15 +197,10 @@ def run(args: argparse.Namespace) -> int:
         if not paths:
             raise UserError(f"--source {source}: the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         n = predict_images(detector, paths, out, args.show_thr, save_media)
-        print(f"{n}/{len(paths)} images -> {out}")
+        print(f"{n}/{len(paths)} images -> {out}" + (f" ({len(paths) - n} unreadable, skipped)" if n < len(paths) else ""))
         return 0
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise UserError(f"cannot open video {path}")
-        n = predict_stream(detector, cap, path.stem, out, args.show_thr, save_media, args.max_frames)
-        print(f"{n} frames -> {out}")
-        return 0
+        return _run_stream(detector, str(path), f"video {path}", path.stem, args, out)
     if predict_images(detector, [path], out, args.show_thr, save_media) == 0:
         raise UserError(f"--source {source}: not a readable image or video")
     print(f"1 image -> {out}")
