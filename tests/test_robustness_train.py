@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # 8 synthetic 96 px images, batch 2: 4 iterations per epoch; deterministic, stage 2 only (the Mosaic/MixUp caches of
 # stage 1 are process state no checkpoint holds), a mid-epoch checkpoint after every iteration.
 RUN = ["--model", "rtmdet-tiny", "--data", "synthetic:8", "--imgsz", "96", "--batch", "2", "--device", "cpu",
-       "--workers", "0", "--epochs", "3", "--stage2-epochs", "3", "--deterministic", "--eval-interval", "0",
+       "--workers", "0", "--epochs", "2", "--stage2-epochs", "2", "--deterministic", "--eval-interval", "0",
        "--save-interval-iters", "1", "--seed", "3"]  # fmt: skip
 
 
@@ -137,7 +137,7 @@ def test_sigterm_or_ctrl_c_writes_a_resumable_checkpoint(tmp_path, uninterrupted
     assert proc.returncode == 128 + signum, err[-3000:]
     assert "Traceback" not in err and "--resume auto" in err
     mid = _state(out / "last.pth")
-    assert (mid["next_epoch"], mid["next_iter"]) < (3, 0)  # stopped early, at a whole iteration
+    assert (mid["next_epoch"], mid["next_iter"]) < (2, 0)  # stopped early, at a whole iteration
     proc = _start(out, "--resume", "auto")
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
