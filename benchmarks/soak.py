@@ -15,6 +15,7 @@ Writes benchmarks/results/soak.json (and soak.md). The machine may be shared: on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import platform
 import statistics
@@ -27,7 +28,7 @@ import psutil
 import torch
 
 from rtmdet_edge.checkpoint import save_checkpoint
-from rtmdet_edge.config import TrainConfig
+from rtmdet_edge.config import TrainConfig, get_config
 from rtmdet_edge.data import build_dataset
 from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
 from rtmdet_edge.evaluation.coco import evaluate
@@ -61,11 +62,17 @@ def growth(samples: list[float]) -> dict:
     }
 
 
-def soak_training(iters: int, imgsz: int, eval_every: int, sample_every: int) -> tuple[dict, list[float]]:
+def soak_model(num_classes: int, widen: float):
+    """rtmdet-tiny's layout at a smaller width: the same code paths at a fraction of the cost."""
+    cfg = dataclasses.replace(get_config("rtmdet-tiny", num_classes=num_classes), name="rtmdet-tiny-soak", widen=widen)
+    return build_model(cfg)
+
+
+def soak_training(iters: int, imgsz: int, eval_every: int, sample_every: int, widen: float) -> tuple[dict, list[float]]:
     cfg = TrainConfig(data="synthetic:16", imgsz=imgsz, batch=2, workers=0, epochs=10**6, device="cpu", seed=0)
     train_set = build_dataset(cfg.data, split="train", imgsz=imgsz)
     val_set = build_dataset("synthetic:4", split="val", imgsz=imgsz)
-    model = build_model("rtmdet-tiny", num_classes=train_set.num_classes)
+    model = soak_model(train_set.num_classes, widen)
     criterion = build_criterion(model)
     optimizer = build_optimizer(model, 1e-4)
     ema = ModelEMA(model)
@@ -95,9 +102,9 @@ def soak_training(iters: int, imgsz: int, eval_every: int, sample_every: int) ->
     return {"iterations": done, "epochs": epoch, "evaluations": evals, "seconds": round(time.perf_counter() - t0)}, samples
 
 
-def soak_detector(calls: int, imgsz: int, sample_every: int) -> tuple[dict, list[float]]:
-    model = build_model("rtmdet-tiny", num_classes=8).eval()
-    detector = Detector(model, imgsz=imgsz, device="cpu", postprocess="official")
+def soak_detector(calls: int, imgsz: int, sample_every: int, widen: float) -> tuple[dict, list[float]]:
+    model = soak_model(8, widen).eval()
+    detector = Detector(model, imgsz=imgsz, device="cpu", postprocess="deploy")  # a camera loop's settings
     rng = np.random.default_rng(0)
     shapes = [(48, 64), (64, 48), (30, 90), (64, 64), (17, 23)]
     images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in shapes]
@@ -116,38 +123,52 @@ def main() -> None:
     p.add_argument("--train-iters", type=int, default=2000)
     p.add_argument("--detector-calls", type=int, default=10_000)
     p.add_argument("--imgsz", type=int, default=64)
+    p.add_argument("--widen", type=float, default=0.125, help="width factor of the rtmdet-tiny layout (tiny: 0.375)")
     p.add_argument("--eval-every", type=int, default=200, help="evaluate + save a checkpoint every N iterations")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
 
-    train_info, train_rss = soak_training(args.train_iters, args.imgsz, args.eval_every, sample_every=max(args.train_iters // 100, 1))
-    det_info, det_rss = soak_detector(args.detector_calls, args.imgsz, sample_every=max(args.detector_calls // 100, 1))
-    report = {
-        "training": train_info | growth(train_rss),
-        "detector": det_info | growth(det_rss),
+    report: dict = {
         "limit_pct": LIMIT_PCT,
         "imgsz": args.imgsz,
+        "model": f"rtmdet-tiny layout, widen {args.widen}",
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread; shared and loaded",
-        "rss_training_mb": [round(v, 1) for v in train_rss],
-        "rss_detector_mb": [round(v, 1) for v in det_rss],
     }
-    report["pass"] = report["training"]["growth_pct"] < LIMIT_PCT and report["detector"]["growth_pct"] < LIMIT_PCT
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "soak.json", report)
-    t, d = report["training"], report["detector"]
-    md = [
-        "| soak | length | RSS after warm-up (MB) | RSS at end (MB) | growth | limit |",
-        "|---|---|---|---|---|---|",
-        f"| training (+{t['evaluations']} evaluations and checkpoint writes) | {t['iterations']} iterations "
-        f"| {t['rss_after_warmup_mb']} | {t['rss_end_mb']} | {t['growth_pct']}% | {LIMIT_PCT}% |",
-        f"| `Detector` calls | {d['calls']} calls | {d['rss_after_warmup_mb']} | {d['rss_end_mb']} | {d['growth_pct']}% "
-        f"| {LIMIT_PCT}% |",
-    ]
-    atomic_write_text(args.out / "soak.md", "\n".join(md) + "\n")
+    train_info, train_rss = soak_training(
+        args.train_iters, args.imgsz, args.eval_every, max(args.train_iters // 100, 1), args.widen
+    )
+    report["training"] = train_info | growth(train_rss)
+    report["rss_training_mb"] = [round(v, 1) for v in train_rss]
+    write(report, args.out)  # the training half is kept even if the detector half is cut short
+    det_info, det_rss = soak_detector(args.detector_calls, args.imgsz, max(args.detector_calls // 100, 1), args.widen)
+    report["detector"] = det_info | growth(det_rss)
+    report["rss_detector_mb"] = [round(v, 1) for v in det_rss]
+    write(report, args.out)
+
+
+def write(report: dict, out: Path) -> None:
+    parts = [report[k] for k in ("training", "detector") if k in report]
+    report["pass"] = len(parts) == 2 and all(p["growth_pct"] < LIMIT_PCT for p in parts)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "soak.json", report)
+    md = ["| soak | length | RSS after warm-up (MB) | RSS at end (MB) | growth | limit |", "|---|---|---|---|---|---|"]
+    if "training" in report:
+        t = report["training"]
+        md.append(
+            f"| training (+{t['evaluations']} evaluations and checkpoint writes) | {t['iterations']} iterations "
+            f"| {t['rss_after_warmup_mb']} | {t['rss_end_mb']} | {t['growth_pct']}% | {LIMIT_PCT}% |"
+        )
+    if "detector" in report:
+        d = report["detector"]
+        md.append(
+            f"| `Detector` calls | {d['calls']} calls | {d['rss_after_warmup_mb']} | {d['rss_end_mb']} "
+            f"| {d['growth_pct']}% | {LIMIT_PCT}% |"
+        )
+    atomic_write_text(out / "soak.md", "\n".join(md) + "\n")
     print("\n".join(md))
-    print("PASS" if report["pass"] else "FAIL: resident memory grew")
+    print("PASS" if report["pass"] else "FAIL or incomplete")
 
 
 if __name__ == "__main__":
