@@ -30,7 +30,7 @@ from torch import nn
 
 from rtmdet_edge.config import TrainConfig
 from rtmdet_edge.training.ema import ModelEMA
-from rtmdet_edge.training.engine import TrainingInterrupted, train_one_epoch
+from rtmdet_edge.training.engine import NonFiniteLossError, TrainingInterrupted, train_one_epoch
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.io import finite_or_none, remove_stale_temps
 from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(f"rtmdet-edge train: {e}; continue with --resume auto --out {args.out}", file=sys.stderr)
         return 128 + e.args[1] if len(e.args) > 1 else 130
+    except NonFiniteLossError as e:  # diverged: one line with what to do, last.pth holds the last good state
+        raise UserError(f"{e} (last good checkpoint: {Path(args.out) / 'last.pth'})") from None
     return 0
 
 
