@@ -175,3 +175,13 @@ def test_dota_bad_lines_are_dropped_and_the_rest_kept(tmp_path) -> None:
         ds = DotaDataset(tmp_path, "train")
     assert len(ds) == 1 and ds.load_raw(0)["labels"].tolist() == [6]
     assert ds.skipped == {"malformed label line": 3, "empty box": 1, "empty file": 1}
+
+
+def test_synthetic_data_serves_a_model_of_any_class_count() -> None:
+    # An 80-class COCO checkpoint with no COCO data at hand: benchmark speed rows need data with 80 classes.
+    ds = build_dataset("synthetic:3", split="val", num_classes=80, imgsz=64)
+    assert ds.num_classes == 80 and ds.class_names[11] != "class11" and ds.class_names[79] == "class79"
+    labels = np.concatenate([ds.load_raw(i)["labels"] for i in range(len(ds))])
+    assert len(labels) and labels.max() < 12  # only the 12 shape classes ever occur
+    small = build_dataset("synthetic:3", split="val", num_classes=8, imgsz=64)  # unchanged below 12 classes
+    assert small.class_names == ds.class_names[:8]
