@@ -24,10 +24,35 @@ from rtmdet_edge.io import atomic_open
 _DROP_PREFIXES = ("data_preprocessor.",)
 
 
+class _WriteErrors:
+    """File wrapper that remembers the OSError of a failed write: torch.save's zip writer turns a full disk into a
+    RuntimeError ("unexpected pos ..."), and the real cause (ENOSPC) is what the user must see."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write atomically (rtmdet_edge.io): a kill or a full disk leaves the previous file intact and no partial file."""
     with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
+        out = _WriteErrors(f)
+        try:
+            torch.save(payload, out)
+        except RuntimeError:
+            if out.error is not None:
+                raise out.error from None
+            raise
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A full disk is the user's environment, not a bug: one line (files are written atomically, none is partial).
         if args.verbose or e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"rtmdet-edge {args.command}: error: no space left on the device ({e.filename or e})", file=sys.stderr)
+        where = f" while writing {e.filename}" if e.filename else ""
+        print(f"rtmdet-edge {args.command}: error: no space left on the device{where}; nothing partial was kept", file=sys.stderr)
         return 1
 
 

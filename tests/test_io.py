@@ -77,3 +77,28 @@ def test_content_key_follows_bytes_and_settings_not_names(tmp_path) -> None:
     assert content_key([a], {"precision": "fp16"}) != content_key([a], {"precision": "fp32"})
     assert content_key([a], {"x": 1, "y": 2}) == content_key([a], {"y": 2, "x": 1})
     assert len(file_sha256(a)) == 64
+
+
+def test_full_disk_inside_torch_save_surfaces_as_enospc_not_a_zip_error(tmp_path, monkeypatch) -> None:
+    # torch.save's zip writer reports a failed write as RuntimeError("unexpected pos ..."); the user must see ENOSPC.
+    import contextlib
+
+    from rtmdet_edge import checkpoint
+
+    class _SmallDisk:
+        def __init__(self) -> None:
+            self.size = 0
+
+        def write(self, data) -> int:
+            if self.size + len(data) > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.size += len(data)
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(checkpoint, "atomic_open", lambda path, mode: contextlib.nullcontext(_SmallDisk()))
+    with pytest.raises(OSError) as e:
+        save_checkpoint(tmp_path / "x.pth", {"w": torch.ones(100_000)})
+    assert e.value.errno == errno.ENOSPC
