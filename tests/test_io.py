@@ -102,3 +102,14 @@ def test_full_disk_inside_torch_save_surfaces_as_enospc_not_a_zip_error(tmp_path
     with pytest.raises(OSError) as e:
         save_checkpoint(tmp_path / "x.pth", {"w": torch.ones(100_000)})
     assert e.value.errno == errno.ENOSPC
+
+
+def test_stale_temporaries_of_killed_writes_are_removed_and_nothing_else(tmp_path) -> None:
+    from rtmdet_edge.io import remove_stale_temps, temp_path_beside
+
+    stale = temp_path_beside(tmp_path / "last.pth")  # what a SIGKILL mid-write leaves
+    keep = [tmp_path / "last.pth", tmp_path / ".hidden", tmp_path / "notes.tmp"]
+    for p in keep:
+        p.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert all(p.exists() for p in keep) and not stale.exists()

@@ -185,3 +185,27 @@ def test_synthetic_data_serves_a_model_of_any_class_count() -> None:
     assert len(labels) and labels.max() < 12  # only the 12 shape classes ever occur
     small = build_dataset("synthetic:3", split="val", num_classes=8, imgsz=64)  # unchanged below 12 classes
     assert small.class_names == ds.class_names[:8]
+
+
+class _WorkerProbe:
+    """A 'dataset' whose samples report the state of the DataLoader worker that loaded them."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def load_raw(self, index: int) -> dict:
+        import signal
+
+        probe = {"cv2_threads": cv2.getNumThreads(), "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN}
+        sample = {"image": np.zeros((8, 8, 3), np.uint8), "boxes": np.zeros((0, 4), np.float32),
+                  "labels": np.zeros(0, np.int64), "image_id": index, "probe": probe}  # fmt: skip
+        return sample
+
+
+def test_loader_workers_run_opencv_single_threaded_and_leave_ctrl_c_to_the_main_process() -> None:
+    from rtmdet_edge.data.loader import build_val_loader
+
+    loader = build_val_loader(_WorkerProbe(), imgsz=32, batch_size=1, workers=1)
+    probes = [infos[0]["probe"] for _, _, infos in loader]
+    assert all(p["cv2_threads"] == 1 for p in probes)  # N workers x all cores of cv2 threads would oversubscribe
+    assert all(p["sigint_ignored"] for p in probes)
