@@ -92,7 +92,7 @@ def test_real_command_prints_dataset_warnings_and_error_without_traceback(tmp_pa
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "warnings.warn(" not in proc.stderr and "UserWarning" not in proc.stderr
     assert all(line.startswith(("rtmdet-edge: warning: ", "rtmdet-edge eval: error: ")) for line in lines), lines
-    assert any("points outside" in line for line in lines) and any("zero or negative size" in line for line in lines)
+    assert any("points outside" in line for line in lines) and any("zero, negative or non-finite size" in line for line in lines)
     assert lines[-1] == f"rtmdet-edge eval: error: checkpoint not found: {tmp_path / 'none.pth'}"
 
 

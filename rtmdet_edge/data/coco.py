@@ -165,7 +165,7 @@ class CocoDataset(DetectionDataset):
             if ann["category_id"] not in self.cat_to_label:
                 self.skips.skip("unknown category", f"{where} uses category id {ann['category_id']} not in 'categories'; dropped")
             elif not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
-                self.skips.skip("empty box", f"{where} has a box of zero or negative size {ann['bbox']}; dropped")
+                self.skips.skip("empty box", f"{where} has a box of zero, negative or non-finite size {ann['bbox']}; dropped")
             else:
                 iw, ih = sizes.get(ann["image_id"], (None, None))
                 if isinstance(iw, (int, float)) and isinstance(ih, (int, float)) and (x >= iw or y >= ih or x + w <= 0 or y + h <= 0):
