@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import platform
 import statistics
 import tempfile
@@ -126,6 +127,8 @@ def main() -> None:
     p.add_argument("--widen", type=float, default=0.125, help="width factor of the rtmdet-tiny layout (tiny: 0.375)")
     p.add_argument("--eval-every", type=int, default=200, help="evaluate + save a checkpoint every N iterations")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--parts", default="train,detector", help="which halves to run: train, detector or both")
+    p.add_argument("--merge", nargs="+", type=Path, help="write --out from the soak.json files of separate runs")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -136,16 +139,25 @@ def main() -> None:
         "model": f"rtmdet-tiny layout, widen {args.widen}",
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread; shared and loaded",
     }
-    train_info, train_rss = soak_training(
-        args.train_iters, args.imgsz, args.eval_every, max(args.train_iters // 100, 1), args.widen
-    )
-    report["training"] = train_info | growth(train_rss)
-    report["rss_training_mb"] = [round(v, 1) for v in train_rss]
-    write(report, args.out)  # the training half is kept even if the detector half is cut short
-    det_info, det_rss = soak_detector(args.detector_calls, args.imgsz, max(args.detector_calls // 100, 1), args.widen)
-    report["detector"] = det_info | growth(det_rss)
-    report["rss_detector_mb"] = [round(v, 1) for v in det_rss]
-    write(report, args.out)
+    if args.merge:  # combine halves measured by separate processes (e.g. run in parallel on a busy machine)
+        for path in args.merge:
+            part = json.loads(Path(path).read_text())
+            report |= {k: v for k, v in part.items() if k in ("training", "detector", "rss_training_mb", "rss_detector_mb")}
+        write(report, args.out)
+        return
+    parts = set(args.parts.split(","))
+    if "train" in parts:
+        train_info, train_rss = soak_training(
+            args.train_iters, args.imgsz, args.eval_every, max(args.train_iters // 100, 1), args.widen
+        )
+        report["training"] = train_info | growth(train_rss)
+        report["rss_training_mb"] = [round(v, 1) for v in train_rss]
+        write(report, args.out)  # the training half is kept even if the detector half is cut short
+    if "detector" in parts:
+        det_info, det_rss = soak_detector(args.detector_calls, args.imgsz, max(args.detector_calls // 100, 1), args.widen)
+        report["detector"] = det_info | growth(det_rss)
+        report["rss_detector_mb"] = [round(v, 1) for v in det_rss]
+        write(report, args.out)
 
 
 def write(report: dict, out: Path) -> None:
