@@ -129,10 +129,11 @@ def train_one_epoch(
             # AMP overflow: the scaler skipped the step and lowered its scale. The weights did not move, so neither
             # may the EMA, and an inf must not enter the epoch's mean grad norm.
             skipped += 1
-        if save_fn is not None and save_every_iters > 0 and (i + 1) % save_every_iters == 0 and i + 1 < iters_per_epoch:
+        saved = save_fn is not None and save_every_iters > 0 and (i + 1) % save_every_iters == 0 and i + 1 < iters_per_epoch
+        if saved:
             save_fn(i)
         if stop_requested is not None and i + 1 < iters_per_epoch and stop_requested():
-            if save_fn is not None:
+            if save_fn is not None and not saved:
                 save_fn(i)
             bar.close()
             raise TrainingInterrupted(f"stopped at epoch {epoch} iteration {i + 1} of {iters_per_epoch}")
