@@ -64,6 +64,23 @@ def test_amp_overflow_step_moves_neither_weights_nor_ema_nor_the_mean_grad_norm(
     assert scaler.get_scale() < 1024.0  # the scaler did see the overflow
 
 
+def test_stop_request_ends_the_epoch_after_a_whole_iteration_with_one_save() -> None:
+    from rtmdet_edge.training.engine import TrainingInterrupted
+
+    model = _Toy()
+    loader = [(torch.ones(2, 4), [{}])] * 4
+    saves: list[int] = []
+    calls: list[int] = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TrainingInterrupted, match="iteration 2 of 4"):
+        train_one_epoch(
+            model, lambda out, t: {"loss_y": out["y"].sum()}, loader, optimizer, torch.amp.GradScaler("cpu", enabled=False),
+            None, lambda step: 0.1, 0, iters_per_epoch=4, save_every_iters=2, save_fn=saves.append,
+            stop_requested=lambda: len(calls.append(1) or calls) >= 2, show_progress=False,
+        )  # fmt: skip
+    assert saves == [1]  # the signal came during iteration 1, which also was a save-interval one: one write, not two
+
+
 def test_no_process_exit_hook_in_production_code() -> None:
     assert "os._exit" not in inspect.getsource(engine)
     assert "stop_after_iters" not in inspect.getsource(engine)
