@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,41 @@ from torch import Tensor, nn
 from rtmdet_edge.models.backbone import stage_channels
 from rtmdet_edge.config import PRESETS, ModelConfig
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import atomic_open
 
 # Keys the official checkpoints carry that are not model weights.
 _DROP_PREFIXES = ("data_preprocessor.",)
 
 
+class _WriteErrors:
+    """File wrapper that remembers the OSError of a failed write: torch.save's zip writer turns a full disk into a
+    RuntimeError ("unexpected pos ..."), and the real cause (ENOSPC) is what the user must see."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename, so a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write atomically (rtmdet_edge.io): a kill or a full disk leaves the previous file intact and no partial file."""
+    with atomic_open(path, "wb") as f:
+        out = _WriteErrors(f)
+        try:
+            torch.save(payload, out)
+        except RuntimeError:
+            if out.error is not None:
+                raise out.error from None
+            raise
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -6,9 +6,11 @@ A user mistake (bad path, wrong checkpoint, malformed data) is one line on stder
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from rtmdet_edge.errors import UserError
@@ -57,12 +59,37 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, modules
 
 
+class _LogFormatter(logging.Formatter):
+    """Warnings and errors read like the CLI's own lines (`rtmdet-edge: warning: ...`); info keeps its logger name."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING and not record.exc_info:
+            return f"rtmdet-edge: {record.levelname.lower()}: {record.getMessage()}"
+        return super().format(record)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 (warnings API)
+    # One readable line per warning instead of Python's "path:line: UserWarning: ..." plus the source line.
+    text = " ".join(str(message).split())
+    print(f"rtmdet-edge: warning: {text}", file=file if file is not None else sys.stderr)
+
+
+def setup_console(verbose: bool) -> None:
+    """Logging and warnings as one line each on stderr; --verbose keeps Python's full warning format."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    if not verbose:
+        warnings.showwarning = _show_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    setup_console(args.verbose)
     if args.command is None:
         parser.print_help()
         return 2
@@ -77,8 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rtmdet-edge {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"rtmdet-edge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # A full disk is the user's environment, not a bug: one line (files are written atomically, none is partial).
+        if args.verbose or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {e.filename}" if e.filename else ""
+        print(f"rtmdet-edge {args.command}: error: no space left on the device{where}; nothing partial was kept", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

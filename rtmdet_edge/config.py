@@ -176,7 +176,6 @@ class TrainConfig:
     max_nonfinite_steps: int = 20
     val_batch: int = 8
     resume: str | None = None
-    stop_after_iters: int | None = None  # test hook: exit abruptly after this many iterations, as if killed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -34,6 +34,7 @@ from torch import nn
 
 from rtmdet_edge.geometry.boxes import make_priors
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import atomic_write_with, temp_path_beside
 from targets import INPUT_NAME, OUTPUT_NAMES, dict_to_outputs
 
 NMS_OUTPUT_NAMES = ("num_dets", "det_boxes", "det_scores", "det_labels")
@@ -117,22 +118,26 @@ def export_onnx(
     h, w = _hw(imgsz)
     net = _RawOutputs(deployment_model(model))
     dummy = torch.zeros(batch, 3, h, w)
-    tmp = path.with_name(f".{path.name}.raw.tmp")
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice; onnxscript is not a dependency
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (dummy,),
-            str(tmp),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic else None,
-            do_constant_folding=True,
-        )
-    onnx_model = onnx.load(str(tmp))
-    tmp.unlink()
+    # The exporter's raw graph goes to a temporary file beside the target, removed whatever happens (it used to be
+    # left behind when export failed); the final file is written atomically below.
+    tmp = temp_path_beside(path, suffix=".raw.onnx")
+    try:
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice; onnxscript is not a dependency
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net,
+                (dummy,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic else None,
+                do_constant_folding=True,
+            )
+        onnx_model = onnx.load(str(tmp))
+    finally:
+        tmp.unlink(missing_ok=True)
     strides = tuple(getattr(model, "strides", (8, 16, 32)))
     if nms is not None:
         append_nms(onnx_model, nms, (h, w), strides)
@@ -152,7 +157,7 @@ def export_onnx(
     if nms is not None:
         meta["nms"] = json.dumps(asdict(nms))
     set_metadata(onnx_model, meta)
-    onnx.save(onnx_model, str(path))
+    atomic_write_with(path, lambda tmp_path: onnx.save(onnx_model, str(tmp_path)))  # a kill never leaves half a file
     return path
 
 

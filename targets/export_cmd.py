@@ -13,11 +13,11 @@ drift beyond the tolerance of the precision (targets.parity.RAW_TOLERANCE). The 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import atomic_write_json, atomic_write_with
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "openvino", "tensorrt")
@@ -54,11 +54,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "for the tensorrt recipe of `rtmdet-edge quantize`",
     )
     p.add_argument("--calib-size", type=int, default=128, help="calibration images for --calib-data")
-    p.add_argument("--out", default=None, help="output file (default: runs/export/<name>_<imgsz>[...].<ext>)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (the file is named <name>_<imgsz>_<precision>[...].<ext>) or a file with the format's "
+        "suffix (default: runs/export/)",
+    )
+
+
+EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}
+
+
+def resolve_out(args: argparse.Namespace, stem: str) -> Path:
+    """--out is a folder (as everywhere: PRODUCT.md `--out DIR`) unless it ends in the format's own suffix."""
+    if args.out is None:
+        return _default_out(args, stem)
+    out = Path(args.out)
+    if out.suffix.lower() == EXTENSIONS[args.format]:
+        return out
+    if out.suffix.lower() in (*EXTENSIONS.values(), ".plan", ".bin", ".trt") and not out.is_dir():
+        raise UserError(f"--out {out}: a {args.format} export is a {EXTENSIONS[args.format]} file; give a folder or a "
+                        f"file name ending in {EXTENSIONS[args.format]}")  # fmt: skip
+    return out / _default_out(args, stem).name
 
 
 def _default_out(args: argparse.Namespace, stem: str) -> Path:
-    ext = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}[args.format]
+    ext = EXTENSIONS[args.format]
     parts = [stem, str(args.imgsz), args.precision]
     if args.dynamic:
         parts.append("dyn")
@@ -97,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if ref_path is not None:
         model = load_checkpoint(ref_path, build_model(args.model) if args.model else None).eval()
     stem = model.config.name if model is not None else weights.stem
-    out = Path(args.out) if args.out else _default_out(args, stem)
+    out = resolve_out(args, stem)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if source_onnx is None and args.precision == "int8":
@@ -118,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         export_onnx(model, onnx_path, args.imgsz, args.batch, args.dynamic, args.opset, nms, not args.no_simplify)
         log.info("wrote %s", onnx_path)
         if args.format == "onnx" and args.precision == "fp16":
-            onnx.save(convert_onnx_to_fp16(onnx.load(str(onnx_path))), str(out))
+            fp16 = convert_onnx_to_fp16(onnx.load(str(onnx_path)))
+            atomic_write_with(out, lambda tmp: onnx.save(fp16, str(tmp)))
     else:
         import onnx
 
@@ -148,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     images = parity_images(args.parity_images)
     report_path = out.with_name(out.name + ".parity.json")
     report = compare(backend, model, images, imgsz=args.imgsz)
-    report_path.write_text(json.dumps(report.to_dict(), indent=1))
+    atomic_write_json(report_path, report.to_dict(), indent=1)
     if not report.ok:
         raise ParityError(f"{out} drifted from PyTorch (report: {report_path}): {report.summary()}")
     print(f"parity: {report.summary()}")

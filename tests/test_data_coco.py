@@ -95,7 +95,9 @@ def test_missing_and_corrupt_images_are_skipped(tmp_path):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         ds = CocoDataset(path, tmp_path / "images")
-    assert len(w) == 1 and "2 of 3 images" in str(w[0].message)
+    # one line per bad image, counted by reason
+    assert len(w) == 2 and "b.png: not an image" in str(w[0].message) and "missing.png: missing image" in str(w[1].message)
+    assert ds.skipped == {"not an image": 1, "missing image": 1}
     assert len(ds) == 1 and ds.load_raw(0)["image_id"] == 1
 
 

@@ -52,8 +52,9 @@ def test_label_file_parsing(tmp_path):
     np.testing.assert_allclose(abs(s["rboxes"][1][4]), np.pi / 4, atol=1e-4)
     np.testing.assert_allclose(s["boxes"][1], [50, 60, 70, 80])
     assert len(ds.load_raw(1)["labels"]) == 0  # b.png has no label file: background
-    (tmp_path / "labelTxt" / "train" / "a.txt").write_text("10 10 50 10 50 30 10 30 car 0\n")
-    with pytest.raises(UserError, match="unknown class"):
-        DotaDataset(tmp_path, "train")
+    (tmp_path / "labelTxt" / "train" / "a.txt").write_text("10 10 50 10 50 30 10 30 car 0\n10 10 50 10 50 30 10 30 ship 0\n")
+    with pytest.warns(UserWarning, match="unknown class 'car'"):
+        ds = DotaDataset(tmp_path, "train")  # the bad object is dropped with a warning, the rest of the file kept
+    assert ds.load_raw(0)["labels"].tolist() == [6] and ds.skipped["unknown class"] == 1
     with pytest.raises(UserError):
         DotaDataset(tmp_path, "val")

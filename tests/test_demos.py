@@ -88,7 +88,7 @@ def test_bad_videos_give_one_line(weights, tmp_path, capsys) -> None:
     code = video.main([str(tmp_path / "trunc.mp4"), "--weights", str(weights["torch"]), "--imgsz", str(IMGSZ),
                        "--headless", "--out", str(tmp_path / "o.mp4")])  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.count("\n") == 0 and "cannot decode" in err
+    assert code == 2 and err.count("\n") == 0 and ("cannot open video" in err or "no frame could be read" in err)
     assert not (tmp_path / "o.mp4").exists()
 
 
@@ -124,7 +124,7 @@ def test_camera_lost_mid_stream_stops_cleanly(weights, tmp_path, monkeypatch, ca
     code = camera.main(["--camera", "0", "--weights", str(weights["onnxruntime"]), "--headless", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0
-    assert "camera stopped delivering frames after 5 frames" in captured.err
+    assert "camera 0 stopped delivering frames after 5 frames" in captured.err
     assert _FlakyCamera.instances[-1].released
     written = _count_frames(out)
     assert 1 <= written <= 5  # a live camera may drop frames when the model is slower, never invent them

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from rtmdet_edge.training import train as train_cmd
-from rtmdet_edge.training.engine import STOPPED_EXIT_CODE
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VENV_BIN = Path(sys.executable).parent
@@ -70,25 +69,7 @@ def test_cli_user_errors(tmp_path):
     assert proc.returncode == 2 and "fewer than one batch" in proc.stderr
 
 
-@pytest.mark.slow
-def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
-    # Deterministic CPU mode, no worker processes; all epochs in stage 2 (the Mosaic/MixUp caches of stage 1 are
-    # process state a checkpoint does not hold). 2 epochs x 4 iterations, mid-epoch checkpoint every iteration.
-    run = [*COMMON, "--epochs", "2", "--stage2-epochs", "2", "--deterministic", "--eval-interval", "0",
-           "--save-interval-iters", "1", "--seed", "3"]  # fmt: skip
-    _train([*run, "--out", str(tmp_path / "full")])
-
-    killed = _train([*run, "--out", str(tmp_path / "killed"), "--stop-after-iters", "6"], check=False)
-    assert killed.returncode == STOPPED_EXIT_CODE, killed.stderr[-2000:]
-    mid = torch.load(tmp_path / "killed" / "last.pth", map_location="cpu", weights_only=True)
-    assert (mid["next_epoch"], mid["next_iter"]) == (1, 2)  # killed in the middle of the second epoch
-    _train([*run, "--out", str(tmp_path / "killed"), "--resume", "auto"])
-
-    full_model, full_ema = _weights(tmp_path / "full" / "last.pth")
-    resumed_model, resumed_ema = _weights(tmp_path / "killed" / "last.pth")
-    for key in full_model:
-        assert torch.equal(full_model[key], resumed_model[key]), key
-        assert torch.equal(full_ema[key], resumed_ema[key]), key
+# Kill-and-resume (SIGKILL at random moments, SIGTERM, Ctrl-C) lives in test_robustness_train.py.
 
 
 DDP_SCRIPT = """

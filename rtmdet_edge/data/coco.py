@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import warnings
 from pathlib import Path
 
 import cv2
@@ -19,20 +18,47 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from rtmdet_edge.data.sample import DetectionDataset, Sample, mask_to_polygon, warn_once
+from rtmdet_edge.data.sample import DetectionDataset, Sample, SkipLog, mask_to_polygon
 from rtmdet_edge.errors import UserError
 
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF8")
 
 
-def _looks_like_image(path: Path) -> bool:
-    """Cheap corruption check at construction: the file exists and starts with a known image signature."""
+def image_problem(path: Path) -> str | None:
+    """Cheap check at construction (no decoding): None when the file exists and starts with an image signature."""
     try:
         with open(path, "rb") as f:
             head = f.read(12)
+    except FileNotFoundError:
+        return "missing image"
     except OSError:
-        return False
-    return any(head.startswith(m) for m in _IMAGE_MAGIC)
+        return "unreadable image"
+    if not head:
+        return "empty file"
+    return None if any(head.startswith(m) for m in _IMAGE_MAGIC) else "not an image"
+
+
+def read_image(path: Path) -> tuple[np.ndarray | None, str]:
+    """BGR uint8 HxWx3 for any image OpenCV reads (grayscale, BGRA and 16-bit become 8-bit BGR), or (None, why).
+
+    A JPEG without its end-of-image marker is reported as truncated: OpenCV would otherwise decode it with the missing
+    rows filled grey, silently training on half an image.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    # The end-of-image marker must follow the last start-of-scan (EXIF thumbnails have their own, earlier pair).
+    if data.startswith(b"\xff\xd8\xff") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        return None, "truncated JPEG"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None or image.size == 0:
+        return None, "cannot decode"
+    return image, ""
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _load_coco(ann_file: Path) -> COCO:
@@ -45,15 +71,25 @@ def _load_coco(ann_file: Path) -> COCO:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise UserError(f"{ann_file} is not a COCO instances file: it needs an 'images' list")
     data.setdefault("annotations", [])
+    if not isinstance(data["annotations"], list):
+        raise UserError(f"{ann_file}: 'annotations' must be a list")
     if not isinstance(data.get("categories"), list) or not data["categories"]:
         raise UserError(f"{ann_file} is not a COCO instances file: it needs a non-empty 'categories' list")
     for key, fields in (("images", ("id", "file_name")), ("categories", ("id",)), ("annotations", ("image_id", "category_id", "bbox"))):
         for k, entry in enumerate(data[key]):
             if not isinstance(entry, dict) or any(f not in entry for f in fields):
                 raise UserError(f"{ann_file}: {key}[{k}] lacks one of the fields {list(fields)}")
+    for key, fields in (("images", ("id",)), ("categories", ("id",)), ("annotations", ("image_id", "category_id"))):
+        for k, entry in enumerate(data[key]):
+            for f in fields:
+                if not isinstance(entry[f], int) or isinstance(entry[f], bool):
+                    raise UserError(f"{ann_file}: {key}[{k}].{f} must be an integer, got {entry[f]!r}")
+    for k, img in enumerate(data["images"]):
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise UserError(f"{ann_file}: images[{k}].file_name must be a non-empty string, got {img['file_name']!r}")
     for k, ann in enumerate(data["annotations"]):
         box = ann["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
             raise UserError(f"{ann_file}: annotations[{k}].bbox must be [x, y, w, h], got {box!r}")
         ann.setdefault("id", k + 1)
         ann.setdefault("iscrowd", 0)
@@ -95,25 +131,49 @@ class CocoDataset(DetectionDataset):
         self.cat_ids: list[int] = [int(c["id"]) for c in cats]
         self.class_names: list[str] = [str(c.get("name", c["id"])) for c in cats]
         self.cat_to_label = {cid: k for k, cid in enumerate(self.cat_ids)}
-        unknown = {a["category_id"] for a in self.coco.dataset["annotations"]} - set(self.cat_to_label)
-        if unknown:
-            n = sum(a["category_id"] in unknown for a in self.coco.dataset["annotations"])
-            warnings.warn(f"{self.ann_file}: {n} annotations use category ids {sorted(unknown)} not in 'categories'; dropped")
+        self.skips = SkipLog()
         self._warned: set = set()
-        ids, bad = [], []
+        self._check_annotations()
+        ids = []
+        root = self.images_dir.resolve()
         for img in sorted(self.coco.dataset["images"], key=lambda im: im["id"]):
-            if not _looks_like_image(self.images_dir / img["file_name"]):
-                bad.append(img["file_name"])
+            name = str(img["file_name"])
+            path = (self.images_dir / name).resolve()
+            if not path.is_relative_to(root):
+                # Never open a file outside the images folder ("../../etc/passwd", an absolute path): refuse it.
+                self.skips.skip("outside the images folder", f"{self.ann_file}: image {img['id']} file_name {name!r} points outside {self.images_dir}; skipped")
+                continue
+            problem = image_problem(path)
+            if problem:
+                self.skips.skip(problem, f"{path}: {problem}; skipped")
                 continue
             if filter_empty and not any(a["category_id"] in self.cat_to_label for a in self.coco.imgToAnns[img["id"]]):
                 continue
             ids.append(int(img["id"]))
-        if bad:
-            warnings.warn(
-                f"{len(bad)} of {len(self.coco.dataset['images'])} images in {self.images_dir} are missing or not "
-                f"images and are skipped (first: {bad[0]})"
-            )
         self.image_ids = ids
+        if not ids:
+            listed = len(self.coco.dataset["images"])
+            why = f" ({self.skips.summary()})" if self.skips.total() else ""
+            raise UserError(f"{self.ann_file}: no usable images: {listed} listed{why}" + (", none with objects" if filter_empty and listed else ""))
+
+    def _check_annotations(self) -> None:
+        """Warn (one line each, counted) about annotations that cannot become a box; they are dropped at load."""
+        sizes = {im["id"]: (im.get("width"), im.get("height")) for im in self.coco.dataset["images"]}
+        for ann in self.coco.dataset["annotations"]:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            where = f"{self.ann_file}: annotation {ann['id']} (image {ann['image_id']})"
+            if ann["category_id"] not in self.cat_to_label:
+                self.skips.skip("unknown category", f"{where} uses category id {ann['category_id']} not in 'categories'; dropped")
+            elif not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
+                self.skips.skip("empty box", f"{where} has a box of zero, negative or non-finite size {ann['bbox']}; dropped")
+            else:
+                iw, ih = sizes.get(ann["image_id"], (None, None))
+                if isinstance(iw, (int, float)) and isinstance(ih, (int, float)) and (x >= iw or y >= ih or x + w <= 0 or y + h <= 0):
+                    self.skips.skip("box outside the image", f"{where} box {ann['bbox']} lies outside the {iw}x{ih} image; dropped")
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return dict(self.skips.counts)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -174,14 +234,20 @@ class CocoDataset(DetectionDataset):
         return np.stack(masks) if masks else np.zeros((0, h, w), np.uint8)
 
     def load_raw(self, index: int) -> Sample:
-        image_id = self.image_ids[index]
-        info = self.coco.imgs[image_id]
-        path = self.images_dir / info["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            # Passed the signature check but does not decode: substitute the next image (one warning per file).
-            warn_once(self._warned, str(path), f"cannot decode image {path}; using another image instead")
-            return self.load_raw((index + 1) % len(self))
+        # An image that passed the signature check but does not decode is replaced by the next good one (one
+        # counted warning per file), so a training epoch keeps its length.
+        for k in range(len(self)):
+            image_id = self.image_ids[(index + k) % len(self)]
+            info = self.coco.imgs[image_id]
+            path = self.images_dir / info["file_name"]
+            image, why = read_image(path)
+            if image is not None:
+                break
+            if str(path) not in self._warned:
+                self._warned.add(str(path))
+                self.skips.skip("undecodable image", f"{path}: {why}; using another image instead")
+        else:
+            raise UserError(f"none of the {len(self)} images in {self.images_dir} can be decoded")
         h, w = image.shape[:2]
         sample = self._annotations(image_id, h, w)
         sample.update(image=image, image_id=int(image_id), path=str(path), ori_shape=(h, w))

@@ -8,9 +8,11 @@ without pixels) with the official test letterbox (rtmdet_edge.inference.preproce
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -43,7 +45,17 @@ class ResumableSampler(DistributedSampler):
         return max(self.num_samples - self.start_batch * self.batch_size, 0)
 
 
+def init_worker(worker_id: int) -> None:
+    """Every DataLoader worker: OpenCV single-threaded (N workers x all cores of cv2 threads oversubscribe the CPU;
+    the workers are the parallelism, as in the torchvision references and Ultralytics). Ctrl-C in a terminal reaches
+    the whole process group: workers ignore it so the main process can finish the iteration and save a checkpoint
+    (they end with the loader)."""
+    cv2.setNumThreads(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def seed_worker(worker_id: int) -> None:
+    init_worker(worker_id)
     # torch seeds each worker from the loader's generator; numpy and random must follow or every worker (and every
     # epoch) would draw the same augmentations.
     seed = torch.initial_seed() % 2**32
@@ -162,4 +174,5 @@ def build_val_loader(dataset: Dataset, *, imgsz: int, batch_size: int = 8, worke
         shuffle=False,
         num_workers=workers,
         collate_fn=collate_val,
+        worker_init_fn=init_worker,
     )

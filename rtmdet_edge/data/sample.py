@@ -177,6 +177,31 @@ class DetectionDataset(torch.utils.data.Dataset):
         raise RuntimeError(f"the train pipeline rejected {self.max_refetch} images in a row; do the images have boxes?")
 
 
+class SkipLog:
+    """Bad inputs skipped by a dataset: one warning line each (the first `max_lines` per reason) and exact counts.
+
+    The counts end up in the summary (`summary()`, and the warning build_dataset prints after loading), so a user
+    learns how much of the data was unusable even when the individual lines were capped.
+    """
+
+    def __init__(self, max_lines: int = 20) -> None:
+        self.max_lines = max_lines
+        self.counts: dict[str, int] = {}
+
+    def skip(self, reason: str, message: str) -> None:
+        n = self.counts[reason] = self.counts.get(reason, 0) + 1
+        if n <= self.max_lines:
+            warnings.warn(message, stacklevel=3)
+        elif n == self.max_lines + 1:
+            warnings.warn(f"more inputs skipped ({reason}); only the count is reported from now on", stacklevel=3)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
+
+
 def warn_once(seen: set, key: str, message: str) -> None:
     if key not in seen:
         seen.add(key)

@@ -155,4 +155,7 @@ def build_dataset(
         ds = _from_path(path, split, images, None, **kw)
     if num_classes is not None and num_classes != len(ds.class_names):
         raise UserError(f"--data {spec_str} has {len(ds.class_names)} classes but num_classes={num_classes} was asked")
+    skips = getattr(ds, "skips", None)
+    if skips is not None and skips.total():
+        warnings.warn(f"{spec_str} ({split}): {len(ds)} images used; skipped or dropped: {skips.summary()}")
     return ds

@@ -135,6 +135,7 @@ class SyntheticDataset(DetectionDataset):
     Args:
         num_images: dataset length.
         num_classes: first num_classes entries of SHAPES are classes (1..12); the rest are unlabelled distractors.
+            More than 12 (e.g. 80, for a COCO checkpoint's speed rows) adds classes "class12".. that never occur.
         imgsz: image size, int or (H, W).
         seed: dataset seed; split "val"/"test" draws from a different stream than "train".
         max_objects: upper bound of labelled objects drawn per image (before occlusion drops).
@@ -157,12 +158,12 @@ class SyntheticDataset(DetectionDataset):
                 raise ValueError(f"unknown synthetic style {style!r}; choose one of {', '.join(STYLES)}")
             style = STYLES[style]
         self.style = style
-        if not 1 <= num_classes <= len(SHAPES):
-            raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if split not in _SPLIT_CODE:
             raise ValueError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
         self.num_images = int(num_images)
-        self.class_names = list(SHAPES[:num_classes])
+        self.class_names = list(SHAPES[:num_classes]) + [f"class{k}" for k in range(len(SHAPES), num_classes)]
         self.imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
         self.seed = int(seed)
         self.split = split
@@ -307,7 +308,7 @@ class SyntheticDataset(DetectionDataset):
         id_map = np.zeros((H, W), np.uint8)
         num_objects = int(rng.integers(1, self.max_objects + 1)) if rng.random() < 0.7 else int(rng.integers(1, 6))
         num_distractors = round(int(rng.integers(0, 2 + 6 * difficulty)) * self.style.distractors)
-        C = len(self.class_names)
+        C = min(len(self.class_names), len(SHAPES))  # classes past the 12 shapes have no objects
         # Labelled objects and unlabelled distractor shapes are interleaved so they occlude each other.
         order = rng.permutation(num_objects + num_distractors) < num_objects
         labels, areas = [], []

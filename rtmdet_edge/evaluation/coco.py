@@ -32,7 +32,8 @@ MAX_DETS = (100, 300, 1000)  # mmdet CocoMetric proposal_nums
 
 @dataclass
 class EvalResult:
-    """metrics: the 12 COCO numbers (0..1); per_class: AP per class name (NaN for classes with no ground truth)."""
+    """metrics: the 12 COCO numbers (0..1, NaN where COCO reports -1: no ground truth of that size); per_class: AP per
+    class name (NaN for classes with no ground truth)."""
 
     metrics: dict[str, float]
     per_class: dict[str, float] = field(default_factory=dict)
@@ -43,19 +44,23 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "metrics": self.metrics,
+            "metrics": {k: (None if np.isnan(v) else v) for k, v in self.metrics.items()},
             "per_class": {k: (None if np.isnan(v) else v) for k, v in self.per_class.items()},
             "num_images": self.num_images,
             "num_detections": self.num_detections,
         }
 
     def table(self) -> str:
-        lines = [f"{'metric':<10}{'value':>8}"] + [f"{k:<10}{v:>8.4f}" for k, v in self.metrics.items()]
+        lines = [f"{'metric':<10}{'value':>8}"] + [f"{k:<10}{_fmt(v):>8}" for k, v in self.metrics.items()]
         if self.per_class:
             width = max(12, max(len(k) for k in self.per_class) + 2)
             lines += ["", f"{'class':<{width}}{'AP':>8}"]
-            lines += [f"{k:<{width}}{'-' if np.isnan(v) else f'{v:.4f}':>8}" for k, v in self.per_class.items()]
+            lines += [f"{k:<{width}}{_fmt(v):>8}" for k, v in self.per_class.items()]
         return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.4f}"
 
 
 def _polygon_area(parts: Sequence[np.ndarray]) -> float:
@@ -162,7 +167,9 @@ class _CocoCollector:
             matches = match_table(coco_eval)
             coco_eval.accumulate()
             coco_eval.summarize()
-        metrics = {name: float(max(v, 0.0)) for name, v in zip(METRIC_NAMES, coco_eval.stats)}
+        # COCOeval's -1 means "no ground truth of this kind" (e.g. no small objects): not a score of 0, so NaN here,
+        # None in JSON and "n/a" in the table.
+        metrics = {name: float(v) if v > -1 else float("nan") for name, v in zip(METRIC_NAMES, coco_eval.stats)}
         # precision: [T iou, R recall, K classes, A areas, M maxDets]; area "all", the largest maxDets.
         precision = coco_eval.eval["precision"][:, :, :, 0, -1]
         per_class = {}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"weights": str(args.weights), "data": args.data, "split": args.split, "imgsz": imgsz} | result.to_dict()
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(out / "metrics.json", report)
     print(result.table())
     print(f"wrote {out / 'metrics.json'}")
     return 0

@@ -16,7 +16,9 @@ from rtmdet_edge.inference.draw import draw_detections
 from rtmdet_edge.inference.stream import run_stream
 from rtmdet_edge.classes import COCO_CATEGORY_IDS
 from rtmdet_edge.inference.detector import BACKENDS, Detector
+from rtmdet_edge.data.coco import read_image
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import atomic_path, atomic_write_text
 from rtmdet_edge.inference.postprocess import Detections
 
 log = logging.getLogger(__name__)
@@ -76,16 +78,17 @@ def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_th
     cat_ids = _category_ids(detector)
     done = 0
     for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=len(paths) < 2)):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None or image.size == 0:
-            log.warning("skipping %s: not a readable image", path)
+        image, why = read_image(path)
+        if image is None:
+            log.warning("skipping %s: %s", path, why)
             continue
         det = detector(image)
         results = to_coco_results(det, _image_id(path, index), cat_ids)
-        (out / f"{path.stem}.json").write_text(json.dumps(results))
+        atomic_write_text(out / f"{path.stem}.json", json.dumps(results))
         if save_media:
             drawn = draw_detections(image, det, detector.class_names, show_thr)
-            cv2.imwrite(str(out / f"{path.stem}.jpg"), drawn)
+            with atomic_path(out / f"{path.stem}.jpg") as tmp:
+                cv2.imwrite(str(tmp), drawn)
         done += 1
     return done
 
@@ -93,15 +96,22 @@ def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_th
 def predict_stream(
     detector: Detector, source: str, name: str, out: Path, show_thr: float, save_media: bool, max_frames: int
 ) -> int:
-    """Detections of every frame of a video or camera -> <name>.json (COCO results, image_id = frame index), and the
-    annotated video <name>.mp4 unless save_media is False. Uses the same loop as the demo scripts."""
+    """Detections of every frame -> OUT/NAME.json (COCO results, image_id = frame index) and the annotated video
+    OUT/NAME.mp4 unless save_media is False, through the demo scripts' loop (rtmdet_edge.inference.stream).
+
+    Both files appear whole (written beside, then renamed). Ctrl-C keeps what was processed: the video is finalised
+    and both files are written before the KeyboardInterrupt goes on. Any other error leaves no partial video.
+    """
     cat_ids = _category_ids(detector)
     results: list[dict] = []
     stats = run_stream(
         detector, source, detector.class_names, out=out / f"{name}.mp4" if save_media else None,
-        score_thr=show_thr, max_frames=max_frames, progress=name, on_result=lambda i, det: results.extend(to_coco_results(det, i, cat_ids)),
+        score_thr=show_thr, max_frames=max_frames, progress=name, log=log.warning,
+        on_result=lambda i, det: results.extend(to_coco_results(det, i, cat_ids)),
     )  # fmt: skip
-    (out / f"{name}.json").write_text(json.dumps(results))
+    atomic_write_text(out / f"{name}.json", json.dumps(results))
+    if stats.stopped_by.startswith("interrupted"):
+        raise KeyboardInterrupt
     return stats.frames_processed
 
 

@@ -49,7 +49,8 @@ def letterbox(image_bgr: np.ndarray, imgsz: int | Sequence[int] = 640) -> tuple[
     out_h, out_w = _as_hw(imgsz)
     # mmcv.rescale_size: the largest scale at which the image fits inside (out_w, out_h), rounded half up.
     scale = min(max(out_h, out_w) / max(h, w), min(out_h, out_w) / min(h, w))
-    new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+    # max(1, ...): an extreme aspect (1x3000) would otherwise resize to zero rows, which cv2.resize refuses.
+    new_w, new_h = max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))
     if (new_w, new_h) != (w, h):
         resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     else:

@@ -69,7 +69,8 @@ class StreamStats:
 
 
 def open_source(source: str | int) -> tuple[cv2.VideoCapture, bool]:
-    """A capture for a camera index ("0") or a video file; (capture, is_live). One clear line when it cannot open."""
+    """A capture for a camera index ("0", "/dev/video2") or a video file; (capture, is_live). One clear line when it
+    cannot open (a file that opens but yields no frame is reported by run_stream)."""
     text = str(source)
     if (text.isdigit() and not Path(text).exists()) or text.startswith("/dev/video"):
         cap = cv2.VideoCapture(int(text) if text.isdigit() else text)
@@ -81,25 +82,22 @@ def open_source(source: str | int) -> tuple[cv2.VideoCapture, bool]:
     if not path.is_file():
         raise UserError(f"video not found: {path}")
     cap = cv2.VideoCapture(str(path))
-    ok = cap.isOpened()
-    if ok:
-        ok, _ = cap.read()  # a file that opens but holds no decodable frame is as useless as one that does not open
-        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-    if not ok:
+    if not cap.isOpened():
         cap.release()
-        raise UserError(f"cannot decode video {path} (corrupt, truncated or an unsupported codec)")
+        raise UserError(f"cannot open video {path} (corrupt, truncated or an unsupported codec)")
     return cap, False
 
 
 class _Reader(threading.Thread):
     """Decodes frames into a queue: blocking for files (no drops), newest-only for live cameras (drops counted)."""
 
-    def __init__(self, cap: cv2.VideoCapture, live: bool, stats: StreamStats, max_frames: int) -> None:
+    def __init__(self, cap: cv2.VideoCapture, live: bool, stats: StreamStats, max_frames: int, name: str) -> None:
         super().__init__(daemon=True, name="demo-reader")
-        self.cap, self.live, self.stats, self.max_frames = cap, live, stats, max_frames
+        self.cap, self.live, self.stats, self.max_frames, self.source_name = cap, live, stats, max_frames, name
         self.frames: queue.Queue = queue.Queue(maxsize=1 if live else 4)
         self.stop = threading.Event()
         self.failed: str | None = None
+        self.interrupted = False
 
     def run(self) -> None:
         try:
@@ -108,7 +106,7 @@ class _Reader(threading.Thread):
                 ok, frame = self.cap.read()
                 if not ok or frame is None:
                     if self.live:
-                        self.failed = f"camera stopped delivering frames after {self.stats.frames_read} frames"
+                        self.failed = f"{self.source_name} stopped delivering frames after {self.stats.frames_read} frames"
                     break
                 self.stats.decode_ms.append((time.perf_counter() - t0) * 1e3)
                 self.stats.frames_read += 1
@@ -126,6 +124,8 @@ class _Reader(threading.Thread):
                             break
                         except queue.Full:
                             continue
+        except KeyboardInterrupt:  # Ctrl-C landing in a blocking read: end the stream as the main thread would
+            self.interrupted = True
         except Exception as e:  # a decoder error must end the stream cleanly, not hang the consumer
             self.failed = f"reading frames failed: {e}"
         finally:
@@ -207,7 +207,7 @@ def run_stream(
     capture: tuple[cv2.VideoCapture, bool] | None = None,
     on_result: Callable[[int, Any], None] | None = None,
     progress: str | None = None,
-    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    log: Callable[[str], None] = lambda s: print(f"rtmdet-edge: warning: {s}", file=sys.stderr),
 ) -> StreamStats:
     """Run `detector` over a video file or camera; write the annotated video to `out` and/or show a window.
 
@@ -220,7 +220,8 @@ def run_stream(
     stats = StreamStats()
     fps_in = cap.get(cv2.CAP_PROP_FPS)
     fps_in = fps_in if fps_in and 1 <= fps_in <= 240 else 30.0
-    reader = _Reader(cap, live, stats, max_frames)
+    name = f"camera {source}" if live else Path(str(source)).name
+    reader = _Reader(cap, live, stats, max_frames, name)
     writer = _Writer(out, fps_in, stats) if out is not None else None
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
     total = min(total, max_frames) if total > 0 and max_frames > 0 else total
@@ -259,9 +260,13 @@ def run_stream(
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     stats.stopped_by = "user (q)"
                     break
-        if reader.failed:
+        if reader.interrupted:
+            stats.stopped_by = "interrupted (Ctrl-C)"
+        elif reader.failed:
             stats.stopped_by = reader.failed
-            log(f"rtmdet-edge: warning: {reader.failed}; stopping cleanly")
+            log(f"{reader.failed}; stopping cleanly, results so far are kept")
+        elif stats.frames_read == 0 and not live:
+            raise UserError(f"{source}: no frame could be read (corrupt file, unsupported codec)")
         completed = True
     except KeyboardInterrupt:
         stats.stopped_by = "interrupted (Ctrl-C)"

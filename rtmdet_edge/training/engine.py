@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,11 +17,14 @@ from rtmdet_edge.training.ema import ModelEMA
 from rtmdet_edge.training.optim import set_lr
 
 log = logging.getLogger("rtmdet_edge.training.train")
-STOPPED_EXIT_CODE = 75
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised after too many consecutive iterations with a NaN/Inf loss or gradient."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM / Ctrl-C arrived: the run stopped after a whole iteration and saved a resumable checkpoint."""
 
 
 def _to_float32(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def train_one_epoch(
     max_nonfinite_steps: int = 20,
     save_every_iters: int = 0,
     save_fn: Callable[[int], None] | None = None,
-    stop_after_iters: int | None = None,
+    stop_requested: Callable[[], bool] | None = None,
     show_progress: bool = True,
 ) -> dict[str, float]:
     """Train for one epoch; returns the epoch means of the losses, lr and grad norm.
@@ -64,7 +66,9 @@ def train_one_epoch(
     loader yields (images [B,3,H,W] normalised float, targets list of {"boxes","labels"}); when resuming mid-epoch
     it already skips the first start_iter batches (see loader.ResumableSampler), and start_iter keeps the global step
     (epoch * iters_per_epoch + i) and the lr schedule exact. save_fn(i) is called after iteration i (0-based, within
-    the epoch) every save_every_iters iterations, to write a mid-epoch checkpoint.
+    the epoch) every save_every_iters iterations, to write a mid-epoch checkpoint. When stop_requested() turns true
+    (a signal arrived) the epoch stops after the current iteration: save_fn(i), then TrainingInterrupted (at the
+    epoch's last iteration the epoch simply ends and the caller's end-of-epoch checkpoint is the resumable one).
     """
     model.train()
     use_amp = scaler.is_enabled()
@@ -112,21 +116,27 @@ def train_one_epoch(
             continue
         scaler.step(optimizer)  # with AMP, the scaler itself skips steps whose gradients overflowed
         scaler.update()
-        if ema is not None:
-            ema.update(model)
-        nonfinite_in_a_row = 0
-
-        done += 1
-        stats = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm}
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + v
-        bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
-        if save_fn is not None and save_every_iters > 0 and (i + 1) % save_every_iters == 0 and i + 1 < iters_per_epoch:
+        if math.isfinite(grad_norm):
+            if ema is not None:
+                ema.update(model)
+            nonfinite_in_a_row = 0
+            done += 1
+            stats = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm}
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
+        else:
+            # AMP overflow: the scaler skipped the step and lowered its scale. The weights did not move, so neither
+            # may the EMA, and an inf must not enter the epoch's mean grad norm.
+            skipped += 1
+        saved = save_fn is not None and save_every_iters > 0 and (i + 1) % save_every_iters == 0 and i + 1 < iters_per_epoch
+        if saved:
             save_fn(i)
-        if stop_after_iters is not None and step + 1 >= stop_after_iters:
-            # Test hook for kill-and-resume: leave like a killed process would (no cleanup, no final checkpoint).
-            log.warning("--stop-after-iters %d: exiting abruptly at global step %d", stop_after_iters, step + 1)
-            os._exit(STOPPED_EXIT_CODE)
+        if stop_requested is not None and i + 1 < iters_per_epoch and stop_requested():
+            if save_fn is not None and not saved:
+                save_fn(i)
+            bar.close()
+            raise TrainingInterrupted(f"stopped at epoch {epoch} iteration {i + 1} of {iters_per_epoch}")
     bar.close()
     means = {k: v / max(done, 1) for k, v in sums.items()}
     means |= {"iters": done, "skipped_iters": skipped, "epoch_time_s": time.perf_counter() - t0}

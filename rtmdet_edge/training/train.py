@@ -17,6 +17,9 @@ import json
 import logging
 import os
 import random
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,9 @@ from torch import nn
 
 from rtmdet_edge.config import TrainConfig
 from rtmdet_edge.training.ema import ModelEMA
-from rtmdet_edge.training.engine import train_one_epoch
+from rtmdet_edge.training.engine import NonFiniteLossError, TrainingInterrupted, train_one_epoch
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import finite_or_none, remove_stale_temps
 from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
 from rtmdet_edge.training.optim import LRSchedule, build_optimizer, scaled_lr, short_run_warmup
 
@@ -69,7 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--val-batch", type=int, default=d.val_batch, help=f"validation batch size (default: {d.val_batch})")
     a("--no-amp", action="store_true", help="disable mixed precision on CUDA (AMP is never used on CPU)")
     a("--max-grad-norm", type=float, default=None, help="clip gradients to this norm (default: no clipping, as official)")
-    a("--stop-after-iters", type=int, default=None, help=argparse.SUPPRESS)  # test hook: exit as if killed
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -98,12 +101,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         amp=not args.no_amp,
         max_grad_norm=args.max_grad_norm,
         resume=args.resume,
-        stop_after_iters=args.stop_after_iters,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    main(config_from_args(args))
+    try:
+        main(config_from_args(args))
+    except TrainingInterrupted as e:
+        print(f"rtmdet-edge train: {e}; continue with --resume auto --out {args.out}", file=sys.stderr)
+        return 128 + e.args[1] if len(e.args) > 1 else 130
+    except NonFiniteLossError as e:  # diverged: one line with what to do, last.pth holds the last good state
+        raise UserError(f"{e} (last good checkpoint: {Path(args.out) / 'last.pth'})") from None
     return 0
 
 
@@ -173,19 +181,62 @@ def gather_rng_states(world_size: int) -> list[dict[str, Any]]:
 
 
 def setup_logging(out: Path, is_main: bool) -> None:
+    """Console + OUT/train.log. Handlers of an earlier run in this process are closed first: a second main() (a
+    notebook, a sweep) must log into its own folder, not into the first run's train.log."""
+    close_logging()
     log.setLevel(logging.INFO if is_main else logging.WARNING)
-    if is_main and not any(isinstance(h, logging.FileHandler) for h in log.handlers):
+    if is_main:
         out.mkdir(parents=True, exist_ok=True)
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
         for handler in (logging.StreamHandler(), logging.FileHandler(out / "train.log")):
             handler.setFormatter(fmt)
+            handler._rtmdet_train = True  # type: ignore[attr-defined]  # ours to remove later
             log.addHandler(handler)
         log.propagate = False
 
 
+def close_logging() -> None:
+    for handler in [h for h in log.handlers if getattr(h, "_rtmdet_train", False)]:
+        log.removeHandler(handler)
+        handler.close()
+    log.propagate = True
+
+
+class StopSignal:
+    """SIGTERM / SIGINT (Ctrl-C) -> a flag the training loop checks after each iteration, so the run ends with a
+    resumable checkpoint instead of dying mid-step. A second signal stops at once (KeyboardInterrupt); the last
+    checkpoint stays intact because checkpoints are written atomically."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers only in the main thread
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: stopping after this iteration and saving a resumable checkpoint (again: stop now)", signal.Signals(signum).name)
+
+    def is_set(self, world_size: int = 1, device: torch.device | None = None) -> bool:
+        flag = self.signum is not None
+        if world_size > 1:  # every rank must stop at the same iteration (save is collective)
+            t = torch.tensor([1 if flag else 0], device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
 def write_metrics(out: Path, row: dict[str, Any]) -> None:
     with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(json.dumps(finite_or_none(row)) + "\n")  # NaN (COCO's "no objects of this size") -> null
     csv_path = out / "metrics.csv"
     new = not csv_path.exists()
     with open(csv_path, "a", newline="") as f:
@@ -234,7 +285,22 @@ def resolve_resume(resume: str | None, out: Path) -> Path | None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 def main(cfg: TrainConfig) -> dict[str, Any]:
-    """Train; returns {"best_ap", "last_metrics", "out", "model" (raw weights module), "ema" (EMA module)}."""
+    """Train; returns {"best_ap", "last_metrics", "out", "model" (raw weights module), "ema" (EMA module)}.
+
+    Raises TrainingInterrupted(message, signum) after SIGTERM / Ctrl-C, once a resumable last.pth is written.
+    """
+    stop = StopSignal()
+    try:
+        return _train(cfg, stop)
+    except TrainingInterrupted as e:
+        log.warning("%s; resumable checkpoint: %s", e, Path(cfg.out) / "last.pth")
+        raise TrainingInterrupted(str(e), stop.signum or signal.SIGINT) from None
+    finally:
+        stop.restore()
+        close_logging()
+
+
+def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
     from rtmdet_edge.checkpoint import read_checkpoint, save_checkpoint
     from rtmdet_edge.data import build_dataset
     from rtmdet_edge.evaluation.coco import evaluate
@@ -245,6 +311,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     is_main = rank == 0
     out = Path(cfg.out)
     setup_logging(out, is_main)
+    if is_main:
+        remove_stale_temps(out)  # left by a run killed (SIGKILL, power loss) while writing a checkpoint
     seed_everything(cfg.seed + rank, cfg.deterministic)
     if cfg.batch % world_size:
         raise UserError(f"--batch {cfg.batch} is not divisible by the {world_size} processes")
@@ -329,7 +397,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         }
         save_checkpoint(out / name, payload)
 
-    # epoch loop
+    # epoch loop (StopSignal: SIGTERM / Ctrl-C end it after a whole iteration with a resumable last.pth)
     stage = 2 if start_epoch >= stage2_epoch else 1
     loader = build_train_loader(cfg, stage, train_set, rank=rank, world_size=world_size, pin=device.type == "cuda")
     last: dict[str, Any] = {}
@@ -344,7 +412,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             model, criterion, loader, optimizer, scaler, ema, schedule, epoch,
             iters_per_epoch=iters_per_epoch, start_iter=skip, device=device, max_grad_norm=cfg.max_grad_norm,
             max_nonfinite_steps=cfg.max_nonfinite_steps, save_every_iters=cfg.save_interval_iters,
-            save_fn=lambda i, e=epoch: save("last.pth", e, i + 1), stop_after_iters=cfg.stop_after_iters,
+            save_fn=lambda i, e=epoch: save("last.pth", e, i + 1), stop_requested=lambda: stop.is_set(world_size, device),
             show_progress=is_main,
         )  # fmt: skip
         if world_size > 1 and device.type != "cuda":
@@ -370,6 +438,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         last = row
         if world_size > 1:
             dist.barrier()  # rank 0 evaluates and writes while the others wait
+        if epoch + 1 < cfg.epochs and stop.is_set(world_size, device):
+            raise TrainingInterrupted(f"stopped after epoch {epoch}")
     if world_size > 1:
         dist.destroy_process_group()
     return {"best_ap": best_ap, "last_metrics": last, "out": str(out), "model": raw_model, "ema": ema.module}
