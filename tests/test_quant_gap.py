@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -52,15 +53,29 @@ def test_gap_two_families(tmp_path, one_thread) -> None:
 
 
 def test_gap_on_a_checkpoint_of_another_class_count(tmp_path, one_thread) -> None:
-    """An 80-class rtmdet-s on synthetic data: no accuracy to score, but the speed rows and the evidence still come."""
+    """An 80-class rtmdet-s (a COCO layout it did not train) on synthetic data: every row and the evidence come."""
     w = str(_checkpoint(tmp_path / "s80.pth", "dw5", num_classes=80, name="rtmdet-s"))
     settings = GapSettings(data="synthetic:8", methods=("ort-minmax-pc",), targets=("onnxruntime",), imgsz=64,
-                           calib_size=8, threads=1, bootstrap=10, warmup=1, runs=2)  # fmt: skip
+                           calib_size=8, threads=1, bootstrap=10, warmup=1, runs=2, evidence=False)  # fmt: skip
+    report = run_gap([w], settings, tmp_path / "gap")
+    (row,) = [r for r in report["rows"] if r["method"] != "fp32"]
+    assert row["available"] and row["family"].startswith("dw5") and row["latency_ms"] > 0
+    assert row["mAP"] is not None and row["drop_low"] <= row["drop_high"]
+
+
+def test_gap_without_matching_labels_gives_speed_rows(tmp_path, monkeypatch, one_thread) -> None:
+    """Data whose classes cannot match the model: no accuracy, but latency rows (and a warning saying so)."""
+    from quant import gap
+
+    w = str(_checkpoint(tmp_path / "t3.pth", "dw5"))
+    monkeypatch.setattr(gap, "_validation_set", lambda settings, model: warnings.warn(
+        "the model predicts 3 classes but --data x has 80; latency and evidence only") or None)  # fmt: skip
+    settings = GapSettings(data="synthetic:8", methods=("tensorrt",), targets=("onnxruntime",), imgsz=64,
+                           calib_size=8, threads=1, bootstrap=10, warmup=1, runs=2, evidence=False)  # fmt: skip
     with pytest.warns(UserWarning, match="latency and evidence only"):
         report = run_gap([w], settings, tmp_path / "gap")
     (row,) = [r for r in report["rows"] if r["method"] != "fp32"]
     assert row["mAP"] is None and "drop" not in row and row["latency_ms"] > 0
-    assert report["evidence"][row["family"]]["weights"]
 
 
 def test_gap_bad_input(tmp_path) -> None:
