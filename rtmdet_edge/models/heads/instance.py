@@ -139,3 +139,71 @@ class RTMDetInsSepBNHead(nn.Module):
             bbox_preds.append(F.relu(self.rtm_reg[level](reg_feat)) * stride)
             kernel_preds.append(self.rtm_kernel[level](self.kernel_convs[level](x)))
         return {"cls_scores": cls_scores, "bbox_preds": bbox_preds, "kernel_preds": kernel_preds, "mask_feat": mask_feat}
+
+
+def split_dynamic_params(
+    kernels: Tensor, weight_nums: Sequence[int], bias_nums: Sequence[int]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """[N, 169] per-instance parameters -> weights [N, c_out, c_in] and biases [N, c_out, 1] of each dynamic conv.
+
+    Layout as the official parse_dynamic_params: all weights first (layer by layer, each row-major [c_out, c_in]),
+    then all biases.
+    """
+    n = kernels.shape[0]
+    parts = torch.split(kernels, list(weight_nums) + list(bias_nums), dim=1)
+    num_layers = len(weight_nums)
+    weights, biases = [], []
+    for w, b in zip(parts[:num_layers], parts[num_layers:]):
+        c_out = b.shape[1]
+        weights.append(w.reshape(n, c_out, -1))
+        biases.append(b.reshape(n, c_out, 1))
+    return weights, biases
+
+
+def relative_coordinates(priors: Tensor, height: int, width: int, mask_stride: int) -> Tensor:
+    """[N, 2, H*W]: (prior_xy - grid_xy) / (prior_stride * 8) for every cell of the stride-`mask_stride` prototype grid.
+
+    The grid points are the level-0 priors (offset 0: (j*s, i*s)); channel 0 is x, channel 1 is y (official order).
+    """
+    ys = torch.arange(height, device=priors.device, dtype=priors.dtype) * mask_stride
+    xs = torch.arange(width, device=priors.device, dtype=priors.dtype) * mask_stride
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=0)  # [2, HW]
+    return (priors[:, :2, None] - grid[None]) / (priors[:, 2, None, None] * 8)
+
+
+def dynamic_mask_logits(
+    mask_feat: Tensor,
+    kernels: Tensor,
+    priors: Tensor,
+    mask_stride: int = 8,
+    weight_nums: Sequence[int] | None = None,
+    bias_nums: Sequence[int] | None = None,
+) -> Tensor:
+    """Mask logits of N instances of one image at the prototype resolution.
+
+    Args:
+        mask_feat: [P, H, W] prototypes of the image (P = 8).
+        kernels: [N, 169] dynamic-conv parameters of each instance (its prior's kernel_pred).
+        priors: [N, 4] (x, y, stride, stride) of each instance's prior, input pixels.
+        mask_stride: stride of mask_feat (the level-0 stride, 8).
+
+    Returns:
+        [N, H, W] logits. Three per-instance 1x1 convs over [rel_x, rel_y, prototypes] with ReLU between them, written
+        as batched matrix products (the official code uses a grouped conv; same arithmetic, and it exports to ONNX as
+        plain MatMul).
+    """
+    if weight_nums is None or bias_nums is None:
+        weight_nums, bias_nums = dynamic_param_sizes(mask_feat.shape[0])
+    n = kernels.shape[0]
+    p, h, w = mask_feat.shape
+    if n == 0:
+        return mask_feat.new_zeros((0, h, w))
+    coords = relative_coordinates(priors.to(mask_feat.dtype), h, w, mask_stride)  # [N, 2, HW]
+    x = torch.cat([coords, mask_feat.reshape(1, p, h * w).expand(n, p, h * w)], dim=1)  # [N, P+2, HW]
+    weights, biases = split_dynamic_params(kernels, weight_nums, bias_nums)
+    for i, (wt, b) in enumerate(zip(weights, biases)):
+        x = torch.baddbmm(b, wt, x)
+        if i < len(weights) - 1:
+            x = F.relu(x)
+    return x.reshape(n, h, w)

@@ -1,0 +1,57 @@
+"""Instance masks: centres of mass, IoU, COCO RLE, and compact (bit-packed) storage. Masks are [N, H, W] bool."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+EPS = 1e-7  # official DynamicSoftLabelAssigner constant, also its center_of_mass normaliser floor
+
+
+def center_of_mass(masks: Tensor, eps: float = EPS) -> Tensor:
+    """[N, H, W] bool/uint8 -> [N, 2] (x, y) in pixel indices (0..W-1, no +0.5), as the official assigner computes it.
+
+    Integer moment sums are exact; the division is float32 as official, so the centres match bit for bit.
+    """
+    n, h, w = masks.shape
+    m = masks.to(torch.int64) if masks.dtype == torch.bool else masks
+    grid_y = torch.arange(h, device=masks.device)[:, None]
+    grid_x = torch.arange(w, device=masks.device)
+    normaliser = m.sum(dim=(1, 2)).float().clamp(min=eps)
+    center_y = (m * grid_y).sum(dim=(1, 2)) / normaliser
+    center_x = (m * grid_x).sum(dim=(1, 2)) / normaliser
+    return torch.stack([center_x, center_y], dim=1)
+
+
+def mask_iou(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> np.ndarray:
+    """Element-wise IoU of two aligned stacks [N, H, W] of bool masks -> [N] (1.0 when both are empty)."""
+    a = np.asarray(a, dtype=bool).reshape(len(a), -1)
+    b = np.asarray(b, dtype=bool).reshape(len(b), -1)
+    inter = (a & b).sum(1)
+    union = (a | b).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def pack_masks(masks: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """[N, H, W] bool -> (np.packbits rows [N, ceil(H*W/8)] uint8, shape): 8x smaller, for storage and transport."""
+    masks = np.asarray(masks, dtype=bool)
+    return np.packbits(masks.reshape(len(masks), -1), axis=1), tuple(masks.shape)  # type: ignore[return-value]
+
+
+def unpack_masks(packed: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    n, h, w = shape
+    return np.unpackbits(packed, axis=1, count=h * w).reshape(n, h, w).astype(bool)
+
+
+def masks_to_rle(masks: np.ndarray) -> list[dict]:
+    """[N, H, W] bool -> COCO RLE dicts ({"size": [H, W], "counts": str}), JSON-serialisable."""
+    from pycocotools import mask as mask_utils
+
+    masks = np.asarray(masks, dtype=bool)
+    if len(masks) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return list(rles)
