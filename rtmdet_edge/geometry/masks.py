@@ -55,3 +55,17 @@ def masks_to_rle(masks: np.ndarray) -> list[dict]:
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return list(rles)
+
+
+def polygons_to_masks(polygons: list, height: int, width: int) -> np.ndarray:
+    """Per object a list of [K, 2] (x, y) parts -> [N, H, W] bool, rasterised as COCO / mmdet PolygonMasks do
+    (pycocotools frPyObjects + merge + decode). An object without parts gets an empty mask."""
+    from pycocotools import mask as mask_utils
+
+    out = np.zeros((len(polygons), height, width), dtype=bool)
+    for i, parts in enumerate(polygons):
+        flat = [np.asarray(p, np.float64).reshape(-1).tolist() for p in parts if len(p) >= 3]
+        if flat:
+            rle = mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
+            out[i] = mask_utils.decode(rle).astype(bool)
+    return out
