@@ -194,3 +194,42 @@ def test_mask_loss_backpropagates_into_prototypes_and_kernels() -> None:
     head = model.bbox_head
     assert head.mask_head.projection.weight.grad.abs().sum() > 0
     assert any(k.weight.grad is not None and k.weight.grad.abs().sum() > 0 for k in head.rtm_kernel)
+
+
+def test_compact_mask_targets_give_the_same_loss(ref) -> None:
+    from rtmdet_edge.geometry.masks import mask_targets
+
+    criterion = RTMDetInsCriterion(num_classes=80)
+    full = targets_of(ref)
+    compact = []
+    for t in full:
+        small = t["masks"][:, 2::4, 2::4]
+        compact.append({"boxes": t["boxes"], "labels": t["labels"], "mask_centers": center_of_mass(t["masks"]),
+                        "masks_stride4": small})
+    a = criterion(outputs_of(ref), full)
+    b = criterion(outputs_of(ref), compact)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # polygons -> compact targets: centre and samples equal those of the rasterised full mask
+    square = [[np.array([[4.0, 6.0], [30.0, 6.0], [30.0, 20.0], [4.0, 20.0]], np.float32)], []]
+    centres, small = mask_targets(square, 32, 40)
+    assert small.shape == (2, 8, 10) and small.dtype == torch.bool and not small[1].any()
+    assert 16 <= centres[0, 0] <= 18 and 12 <= centres[0, 1] <= 14
+
+
+def test_train_loader_carries_compact_masks_for_ins() -> None:
+    from rtmdet_edge.config import TrainConfig
+    from rtmdet_edge.data import SyntheticDataset
+    from rtmdet_edge.data.loader import build_train_loader
+
+    cfg = TrainConfig(model="rtmdet-ins-tiny", epochs=1, batch=2, imgsz=64, workers=0)
+    loader = build_train_loader(cfg, 2, SyntheticDataset(num_images=4, imgsz=64, num_classes=2, seed=0))
+    images, targets = next(iter(loader))
+    assert images.shape == (2, 3, 64, 64)
+    for t in targets:
+        n = len(t["labels"])
+        assert t["masks_stride4"].shape == (n, 16, 16) and t["mask_centers"].shape == (n, 2)
+    assert any(t["masks_stride4"].any() for t in targets)
+    model = rtmdet_edge.build_model("rtmdet-ins-tiny", num_classes=2)
+    losses = rtmdet_edge.build_criterion(model)(model(images), targets)
+    assert torch.isfinite(losses["loss_mask"])

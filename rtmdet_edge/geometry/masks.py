@@ -69,3 +69,21 @@ def polygons_to_masks(polygons: list, height: int, width: int) -> np.ndarray:
             rle = mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
             out[i] = mask_utils.decode(rle).astype(bool)
     return out
+
+
+def mask_targets(polygons: list, height: int, width: int, stride: int = 4) -> tuple[Tensor, Tensor]:
+    """What the RTMDet-Ins loss needs from N objects' polygons on an H x W training image.
+
+    Returns (centres [N, 2] float32 (x, y) of mass of the full-resolution masks, masks [N, H/stride, W/stride] bool
+    sampled at [stride//2::stride] as the official loss samples them). Rasterises one object at a time, so peak
+    memory is one full-resolution mask.
+    """
+    n = len(polygons)
+    half = stride // 2
+    centres = torch.zeros((n, 2), dtype=torch.float32)
+    small = torch.zeros((n, len(range(half, height, stride)), len(range(half, width, stride))), dtype=torch.bool)
+    for i, parts in enumerate(polygons):
+        full = torch.from_numpy(polygons_to_masks([parts], height, width))
+        centres[i] = center_of_mass(full)[0]
+        small[i] = full[0, half::stride, half::stride]
+    return centres, small

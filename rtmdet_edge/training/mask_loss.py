@@ -47,7 +47,10 @@ def gt_masks(target: dict, device: torch.device) -> Tensor:
 
 
 class RTMDetInsCriterion(RTMDetCriterion):
-    """RTMDetCriterion plus the Dice mask term; targets carry "masks" [G, H, W] (input resolution) per image.
+    """RTMDetCriterion plus the Dice mask term.
+
+    Each target carries either "masks" [G, H, W] bool at input resolution, or the compact form the train loader
+    produces: "mask_centers" [G, 2] and "masks_stride4" [G, H/4, W/4] (see geometry.masks.mask_targets).
 
     Args:
         mask_loss_weight: official 2.0. dice_eps: official 5e-6. The other arguments are RTMDetCriterion's.
@@ -77,10 +80,10 @@ class RTMDetInsCriterion(RTMDetCriterion):
         results = []
         for i, target in enumerate(targets):
             gt_boxes, gt_labels = _gt_tensors(target, priors.device)
-            masks = gt_masks(target, priors.device)
-            centers = center_of_mass(masks) if "mask_centers" not in target else torch.as_tensor(
-                target["mask_centers"], dtype=torch.float32, device=priors.device
-            )
+            if "mask_centers" in target:
+                centers = torch.as_tensor(target["mask_centers"], dtype=torch.float32, device=priors.device)
+            else:
+                centers = center_of_mass(gt_masks(target, priors.device))
             results.append(
                 self.assigner.assign(
                     priors, logits[i].detach(), boxes[i].detach(), gt_boxes, gt_labels, gt_centers=centers
@@ -103,8 +106,11 @@ class RTMDetInsCriterion(RTMDetCriterion):
         for i, (result, target) in enumerate(zip(assignments, targets)):
             pos = result.pos_mask.nonzero().squeeze(1)
             logits.append(dynamic_mask_logits(mask_feat[i], kernels[i, pos], priors[pos], self.strides[0]))
-            masks = gt_masks(target, mask_feat.device)
-            gts.append(masks[result.gt_inds[pos] - 1, half::MASK_LOSS_STRIDE, half::MASK_LOSS_STRIDE])
+            if "masks_stride4" in target:  # already sampled at [2::4, 2::4] by the loader (geometry.masks.mask_targets)
+                gts.append(torch.as_tensor(target["masks_stride4"], device=mask_feat.device)[result.gt_inds[pos] - 1])
+            else:
+                masks = gt_masks(target, mask_feat.device)
+                gts.append(masks[result.gt_inds[pos] - 1, half::MASK_LOSS_STRIDE, half::MASK_LOSS_STRIDE])
         pos_logits = torch.cat(logits, 0)
         if pos_logits.shape[0] > 0:
             pos_logits = F.interpolate(
