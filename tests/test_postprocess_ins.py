@@ -117,3 +117,25 @@ def test_pack_unpack_round_trip(rng) -> None:
     packed, shape = pack_masks(masks)
     assert packed.nbytes <= masks.size // 8 + 3
     assert np.array_equal(unpack_masks(packed, shape), masks)
+
+
+def test_predict_writes_rle_and_draws_masks(folder, data_dir, tmp_path) -> None:
+    import json
+
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    from rtmdet_edge.cli import main
+
+    out = tmp_path / "out"
+    src = data_dir / "video" / "demo.jpg"
+    rc = main(["predict", "--weights", str(folder / "checkpoint.pth"), "--source", str(src), "--out", str(out),
+               "--imgsz", "320", "--device", "cpu", "--show-thr", "0.05"])  # fmt: skip
+    assert rc == 0
+    results = json.loads((out / "demo.json").read_text())
+    h, w = cv2.imread(str(src)).shape[:2]
+    assert results and all(r["segmentation"]["size"] == [h, w] for r in results)
+    m = mask_utils.decode({"size": [h, w], "counts": results[0]["segmentation"]["counts"].encode()})
+    assert m.shape == (h, w)
+    drawn = cv2.imread(str(out / "demo.jpg"))
+    assert drawn is not None and drawn.shape[:2] == (h, w)

@@ -23,10 +23,17 @@ def draw_detections(
     labels: np.ndarray,
     class_names: Sequence[str],
     score_thr: float = 0.3,
+    masks: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A copy of the image with every detection at or above score_thr drawn."""
+    """A copy of the image with every detection at or above score_thr drawn (and its mask, [N,H,W] bool, tinted in
+    the class colour when masks are given)."""
     out = image_bgr.copy()
     thickness = max(1, round(sum(out.shape[:2]) / 600))
+    if masks is not None:
+        for mask, score, label in zip(masks, scores, labels):
+            if score >= score_thr and mask.any():
+                color = np.array(class_color(int(label)), np.float32)
+                out[mask] = (0.5 * out[mask] + 0.5 * color).astype(np.uint8)
     for box, score, label in zip(boxes_xyxy, scores, labels):
         if score < score_thr:
             continue
