@@ -87,3 +87,33 @@ def mask_targets(polygons: list, height: int, width: int, stride: int = 4) -> tu
         centres[i] = center_of_mass(full)[0]
         small[i] = full[0, half::stride, half::stride]
     return centres, small
+
+
+def matched_mask_iou(reference, other, min_box_iou: float = 0.5) -> float:
+    """Mean mask IoU between two detection sets of one image (e.g. PyTorch vs a deployed backend).
+
+    Each reference detection is paired with the unused `other` detection of the same label whose box overlaps it most
+    (box IoU >= min_box_iou); an unpaired reference detection counts as IoU 0, and so does each surplus detection of
+    `other`, so missing or extra instances lower the score. Both have .boxes [N,4], .labels [N], .masks [N,H,W].
+    Returns 1.0 when both are empty.
+    """
+    from rtmdet_edge.geometry.boxes import box_iou
+
+    ref_boxes, oth_boxes = torch.as_tensor(np.asarray(reference.boxes)), torch.as_tensor(np.asarray(other.boxes))
+    n_ref, n_oth = len(ref_boxes), len(oth_boxes)
+    if n_ref == 0 and n_oth == 0:
+        return 1.0
+    ious = box_iou(ref_boxes.float(), oth_boxes.float()).numpy() if n_ref and n_oth else np.zeros((n_ref, n_oth))
+    ref_labels, oth_labels = np.asarray(reference.labels), np.asarray(other.labels)
+    ref_masks, oth_masks = np.asarray(reference.masks, bool), np.asarray(other.masks, bool)
+    used: set[int] = set()
+    scores = []
+    for i in range(n_ref):
+        cand = [j for j in np.argsort(-ious[i]) if j not in used and oth_labels[j] == ref_labels[i] and ious[i, j] >= min_box_iou]
+        if not cand:
+            scores.append(0.0)
+            continue
+        used.add(int(cand[0]))
+        scores.append(float(mask_iou(ref_masks[i : i + 1], oth_masks[cand[0] : cand[0] + 1])[0]))
+    scores += [0.0] * (n_oth - len(used))
+    return float(np.mean(scores))
