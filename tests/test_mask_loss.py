@@ -214,6 +214,7 @@ def test_compact_mask_targets_give_the_same_loss(ref) -> None:
     square = [[np.array([[4.0, 6.0], [30.0, 6.0], [30.0, 20.0], [4.0, 20.0]], np.float32)], []]
     centres, small = mask_targets(square, 32, 40)
     assert small.shape == (2, 8, 10) and small.dtype == torch.bool and not small[1].any()
+    assert torch.isnan(centres[1]).all()  # no mask pixels: the criterion falls back to the box centre
     assert 16 <= centres[0, 0] <= 18 and 12 <= centres[0, 1] <= 14
 
 

@@ -74,9 +74,9 @@ def polygons_to_masks(polygons: list, height: int, width: int) -> np.ndarray:
 def mask_targets(polygons: list, height: int, width: int, stride: int = 4) -> tuple[Tensor, Tensor]:
     """What the RTMDet-Ins loss needs from N objects' polygons on an H x W training image.
 
-    Returns (centres [N, 2] float32 (x, y) of mass of the full-resolution masks, masks [N, H/stride, W/stride] bool
-    sampled at [stride//2::stride] as the official loss samples them). Rasterises one object at a time, so peak
-    memory is one full-resolution mask.
+    Returns (centres [N, 2] float32 (x, y) of mass of the full-resolution masks, NaN for an object without mask
+    pixels; masks [N, H/stride, W/stride] bool sampled at [stride//2::stride] as the official loss samples them).
+    Rasterises one object at a time, so peak memory is one full-resolution mask.
     """
     n = len(polygons)
     half = stride // 2
@@ -84,25 +84,25 @@ def mask_targets(polygons: list, height: int, width: int, stride: int = 4) -> tu
     small = torch.zeros((n, len(range(half, height, stride)), len(range(half, width, stride))), dtype=torch.bool)
     for i, parts in enumerate(polygons):
         full = torch.from_numpy(polygons_to_masks([parts], height, width))
-        centres[i] = center_of_mass(full)[0]
+        centres[i] = center_of_mass(full)[0] if full.any() else float("nan")
         small[i] = full[0, half::stride, half::stride]
     return centres, small
 
 
-def matched_mask_iou(reference, other, min_box_iou: float = 0.5) -> float:
+def matched_mask_iou(reference, other, min_box_iou: float = 0.5, per_instance: bool = False) -> float | np.ndarray:
     """Mean mask IoU between two detection sets of one image (e.g. PyTorch vs a deployed backend).
 
     Each reference detection is paired with the unused `other` detection of the same label whose box overlaps it most
     (box IoU >= min_box_iou); an unpaired reference detection counts as IoU 0, and so does each surplus detection of
     `other`, so missing or extra instances lower the score. Both have .boxes [N,4], .labels [N], .masks [N,H,W].
-    Returns 1.0 when both are empty.
+    Returns 1.0 when both are empty; with per_instance, the array of IoUs that the mean is taken over.
     """
     from rtmdet_edge.geometry.boxes import box_iou
 
     ref_boxes, oth_boxes = torch.as_tensor(np.asarray(reference.boxes)), torch.as_tensor(np.asarray(other.boxes))
     n_ref, n_oth = len(ref_boxes), len(oth_boxes)
     if n_ref == 0 and n_oth == 0:
-        return 1.0
+        return np.ones(0) if per_instance else 1.0
     ious = box_iou(ref_boxes.float(), oth_boxes.float()).numpy() if n_ref and n_oth else np.zeros((n_ref, n_oth))
     ref_labels, oth_labels = np.asarray(reference.labels), np.asarray(other.labels)
     ref_masks, oth_masks = np.asarray(reference.masks, bool), np.asarray(other.masks, bool)
@@ -116,4 +116,4 @@ def matched_mask_iou(reference, other, min_box_iou: float = 0.5) -> float:
         used.add(int(cand[0]))
         scores.append(float(mask_iou(ref_masks[i : i + 1], oth_masks[cand[0] : cand[0] + 1])[0]))
     scores += [0.0] * (n_oth - len(used))
-    return float(np.mean(scores))
+    return np.array(scores) if per_instance else float(np.mean(scores))

@@ -83,7 +83,15 @@ class RTMDetInsCriterion(RTMDetCriterion):
             if "mask_centers" in target:
                 centers = torch.as_tensor(target["mask_centers"], dtype=torch.float32, device=priors.device)
             else:
-                centers = center_of_mass(gt_masks(target, priors.device))
+                masks = gt_masks(target, priors.device)
+                centers = center_of_mass(masks)
+                centers[~masks.flatten(1).any(1)] = float("nan")
+            # An object without mask pixels (box-only annotation) falls back to its box centre, which is what the
+            # detection assigner uses; the official code would use (0, 0) there.
+            empty = torch.isnan(centers).any(1)
+            if empty.any():
+                centers = centers.clone()
+                centers[empty] = (gt_boxes[empty, :2] + gt_boxes[empty, 2:]) / 2
             results.append(
                 self.assigner.assign(
                     priors, logits[i].detach(), boxes[i].detach(), gt_boxes, gt_labels, gt_centers=centers
