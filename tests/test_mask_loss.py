@@ -234,3 +234,14 @@ def test_train_loader_carries_compact_masks_for_ins() -> None:
     model = rtmdet_edge.build_model("rtmdet-ins-tiny", num_classes=2)
     losses = rtmdet_edge.build_criterion(model)(model(images), targets)
     assert torch.isfinite(losses["loss_mask"])
+
+
+def test_ins_train_pipeline_crops_as_the_ins_configs() -> None:
+    from rtmdet_edge.data.pipeline import build_train_pipeline
+
+    def crop_of(name: str):
+        return next(t for t in build_train_pipeline(name, 64, 2).transforms if hasattr(t, "crop")).crop
+
+    ins, det = crop_of("rtmdet-ins-tiny"), crop_of("rtmdet-tiny")
+    assert ins.recompute_bbox and ins.allow_negative_crop
+    assert not det.recompute_bbox and not det.allow_negative_crop
