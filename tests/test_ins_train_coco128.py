@@ -10,7 +10,7 @@ from rtmdet_edge.cli import main
 
 
 @pytest.mark.slow
-def test_ins_trains_and_evaluates_on_coco128_seg(data_dir, tmp_path) -> None:
+def test_ins_trains_and_evaluates_on_coco128_seg(data_dir, tmp_path, one_thread) -> None:
     data = data_dir / "coco128-seg"
     out = tmp_path / "run"
     args = ["train", "--model", "rtmdet-ins-tiny", "--data", str(data), "--epochs", "1", "--stage2-epochs", "0",
