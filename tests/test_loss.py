@@ -464,8 +464,8 @@ def test_build_criterion_reads_the_model():
     model = SimpleNamespace(num_classes=7, strides=(8, 16, 32), config=SimpleNamespace(kind="det"))
     criterion = build_criterion(model)
     assert criterion.num_classes == 7 and criterion.strides == (8, 16, 32)
-    with pytest.raises(NotImplementedError, match="ins"):
-        build_criterion(SimpleNamespace(num_classes=7, strides=(8, 16, 32), config=SimpleNamespace(kind="ins")))
+    with pytest.raises(NotImplementedError, match="rot"):
+        build_criterion(SimpleNamespace(num_classes=7, strides=(8, 16, 32), config=SimpleNamespace(kind="rot")))
 
 
 def test_target_count_mismatch_is_an_error():

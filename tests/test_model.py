@@ -134,7 +134,7 @@ def test_unknown_model_and_unimplemented_heads_are_clear() -> None:
     with pytest.raises(UserError, match="unknown model"):
         build_model("rtmdet-xxl")
     with pytest.raises(UserError, match="not implemented"):
-        build_model("rtmdet-ins-tiny")
+        build_model("rtmdet-r-tiny")
 
 
 def _tolerances(official_dir, size: str) -> dict[str, float]:

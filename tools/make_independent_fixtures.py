@@ -320,6 +320,88 @@ def make(name: str, out_root: Path, full_checkpoint: bool) -> dict:
     return info
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# RTMDet-Ins: more sizes/seeds/inputs, plus the official LOSS (assignment with mask centres, Dice mask loss) computed by
+# mmdet's RTMDetInsSepBNHead.loss_by_feat from the fixture's own raw head outputs and seeded random GT masks.
+# Extra file per such folder: `loss.npz` with gt_bboxes [N,4] xyxy input px, gt_labels [N], gt_masks_packed
+# (np.packbits rows of [N,H,W] bool; shape in gt_masks_shape), assign_gt_inds [P] (0 bg, k = k-th GT), assign_labels,
+# assign_max_overlaps, loss_cls [3], loss_bbox [3], loss_mask [] (what mmdet returns; the total is their sum).
+# ---------------------------------------------------------------------------------------------------------------------
+INS_FIXTURES = {
+    "rtmdet-ins-m_256x384_seed7": ("rtmdet/rtmdet-ins_m_8xb32-300e_coco.py", 7, 256, 384, None),
+    "rtmdet-ins-tiny_320x256_seed8_nc3": ("rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py", 8, 320, 256, 3),
+}
+FIXTURES.update(INS_FIXTURES)
+PRESET.update({"rtmdet-ins_tiny": "rtmdet-ins-tiny", "rtmdet-ins_m": "rtmdet-ins-m", "rtmdet-ins_l": "rtmdet-ins-l",
+               "rtmdet-ins_x": "rtmdet-ins-x"})
+
+
+def random_gt_masks(seed: int, h: int, w: int, num_classes: int, n: int = 6):
+    """n random filled ellipses and quadrilaterals (some overlapping), their tight boxes and random labels."""
+    g = torch.Generator().manual_seed(seed * 1000 + 900)
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    masks = []
+    for k in range(n):
+        cx, cy = (torch.rand(2, generator=g) * torch.tensor([w * 0.8, h * 0.8]) + torch.tensor([w * 0.1, h * 0.1])).tolist()
+        ax, ay = (torch.rand(2, generator=g) * torch.tensor([w * 0.25, h * 0.25]) + 6).tolist()
+        if k % 2 == 0:
+            m = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1
+        else:  # a rotated rectangle
+            t = float(torch.rand(1, generator=g)) * math.pi
+            u = (xx - cx) * math.cos(t) + (yy - cy) * math.sin(t)
+            v = -(xx - cx) * math.sin(t) + (yy - cy) * math.cos(t)
+            m = (u.abs() <= ax) & (v.abs() <= ay * 0.5)
+        masks.append(m)
+    masks = torch.stack(masks)
+    masks = masks[masks.flatten(1).any(1)]
+    boxes = []
+    for m in masks:
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+    labels = torch.randint(0, num_classes, (len(masks),), generator=g)
+    return torch.tensor(boxes, dtype=torch.float32), labels, masks
+
+
+def make_ins_loss(name: str, out_root: Path) -> None:
+    """Rebuild the fixture's model exactly as make() does, then run mmdet's Ins loss on its raw outputs."""
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    cfg_rel, seed, h, w, nc = FIXTURES[name]
+    torch.manual_seed(seed)
+    model, cfg = build(cfg_rel, nc)
+    randomise(model, seed, bool(cfg.model.bbox_head.get("exp_on_reg", False)))
+    raw = np.load(out_root / name / "raw.npz")
+    head = model.bbox_head
+    outs = [[torch.from_numpy(raw[f"{k}_{i}"]) for i in range(3)] for k in ("cls_score", "bbox_pred", "kernel_pred")]
+    mask_feat = torch.from_numpy(raw["mask_feat"])
+    boxes, labels, masks = random_gt_masks(seed, h, w, head.num_classes)
+    gt = InstanceData(bboxes=boxes, labels=labels, masks=BitmapMasks(masks.numpy().astype(np.uint8), h, w))
+    meta = {"img_shape": (h, w), "pad_shape": (h, w), "batch_input_shape": (h, w), "scale_factor": (1.0, 1.0)}
+    recorded = []
+    original = head.assigner.assign
+
+    def recording_assign(*args, **kwargs):
+        result = original(*args, **kwargs)
+        recorded.append(result)
+        return result
+
+    head.assigner.assign = recording_assign
+    losses = head.loss_by_feat(*outs, mask_feat, [gt], [meta])
+    a = recorded[0]
+    packed = np.packbits(masks.numpy().reshape(len(masks), -1), axis=1)
+    np.savez(
+        out_root / name / "loss.npz",
+        gt_bboxes=boxes.numpy(), gt_labels=labels.numpy(), gt_masks_packed=packed,
+        gt_masks_shape=np.array(masks.shape), assign_gt_inds=a.gt_inds.numpy(), assign_labels=a.labels.numpy(),
+        assign_max_overlaps=a.max_overlaps.numpy(),
+        loss_cls=torch.stack(losses["loss_cls"]).detach().numpy(), loss_bbox=torch.stack(losses["loss_bbox"]).detach().numpy(),
+        loss_mask=losses["loss_mask"].detach().numpy(),
+    )  # fmt: skip
+    print(f"{name}: loss fixture with {len(masks)} GT, {int((a.gt_inds > 0).sum())} positives, "
+          f"loss_mask {float(losses['loss_mask']):.5f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/fixtures/independent")
@@ -336,6 +418,8 @@ def main() -> None:
         info = make(name, Path(args.out), args.full_checkpoint)
         worst = max(info["fp32_vs_fp64_maxabs"].values())
         print(f"{name}: {info['num_params']} params, {info['seconds']} s, worst fp32-vs-fp64 {worst:.3g}", flush=True)
+        if name in INS_FIXTURES:
+            make_ins_loss(name, Path(args.out))
 
 
 if __name__ == "__main__":

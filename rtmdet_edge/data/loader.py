@@ -7,6 +7,8 @@ without pixels) with the official test letterbox (rtmdet_edge.inference.preproce
 
 from __future__ import annotations
 
+import functools
+
 import random
 import signal
 from collections.abc import Iterator, Sequence
@@ -63,8 +65,17 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def collate_train(samples: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Sample dicts (same-size images after the train pipeline) -> (normalised [B,3,H,W], targets)."""
+def collate_train(
+    samples: Sequence[dict[str, Any]], with_masks: bool = False
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Sample dicts (same-size images after the train pipeline) -> (normalised [B,3,H,W], targets).
+
+    with_masks (RTMDet-Ins): each target also gets what the mask loss needs, from the sample's polygons rasterised once
+    after every transform (as mmdet keeps PolygonMasks through the pipeline and rasterises them in the loss):
+    "mask_centers" [N, 2] (centre of mass of the full-resolution mask) and "masks_stride4" [N, H/4, W/4] bool (the
+    mask sampled at [2::4, 2::4], the only pixels the Dice loss reads). Only these leave the worker: 1/16 of the
+    full masks (a 640 image with 50 objects: 1.3 MB instead of 20 MB).
+    """
     images = normalize(np.stack([s["image"] for s in samples]))
     targets = [
         {
@@ -73,6 +84,13 @@ def collate_train(samples: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, list
         }
         for s in samples
     ]
+    if with_masks:
+        from rtmdet_edge.geometry.masks import mask_targets
+
+        for s, t in zip(samples, targets):
+            h, w = s["image"].shape[:2]
+            polygons = s["polygons"] if len(s["polygons"]) else [[] for _ in range(len(t["labels"]))]
+            t["mask_centers"], t["masks_stride4"] = mask_targets(polygons, h, w)
     return images, targets
 
 
@@ -128,13 +146,20 @@ def build_train_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=cfg.workers,
-        collate_fn=collate_train,
+        collate_fn=functools.partial(collate_train, with_masks=_is_ins(cfg.model)),
         pin_memory=pin,
         drop_last=True,
         worker_init_fn=seed_worker,
         generator=torch.Generator(),
         persistent_workers=False,
     )
+
+
+def _is_ins(model_name: str) -> bool:
+    from rtmdet_edge.config import PRESETS
+
+    cfg = PRESETS.get(model_name)
+    return cfg is not None and cfg.kind == "ins"
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int, start_batch: int = 0, seed: int = 0, rank: int = 0) -> None:

@@ -66,10 +66,12 @@ def build_train_pipeline(size: str, imgsz: int, stage: int, dataset=None, seed: 
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
     aug = AUGMENT[size_key(size)]
+    # RTMDet-Ins configs crop with recompute_bbox=True (boxes = bounds of the cropped polygons) and keep crops
+    # without objects (allow_negative_crop=True) [MMD-ins-l]; detection crops keep boxes as they are.
+    ins = "-ins-" in size
+    crop = RandomCrop(imgsz, allow_negative_crop=ins, recompute_bbox=ins, seed=seed + 2)
     # RandomResize + RandomCrop fused into one warp of the cropped window (same random draws, same result).
-    resize_crop = RandomResizeCrop(
-        RandomResize((2 if stage == 1 else 1) * imgsz, aug.ratio_range, seed=seed + 1), RandomCrop(imgsz, seed=seed + 2)
-    )
+    resize_crop = RandomResizeCrop(RandomResize((2 if stage == 1 else 1) * imgsz, aug.ratio_range, seed=seed + 1), crop)
     common = [
         resize_crop,
         YOLOXHSVRandomAug(seed=seed + 3),

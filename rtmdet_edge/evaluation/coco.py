@@ -1,4 +1,6 @@
-"""COCO box mAP (pycocotools) of a model, or of any callable that turns a BGR image into detections.
+"""COCO box mAP (pycocotools) of a model, or of any callable that turns a BGR image into detections; for detections
+that carry masks (RTMDet-Ins) also COCO mask ("segm") mAP from RLE-encoded masks, as mmdet's CocoMetric does (each mask
+result also carries its box, so pycocotools takes its area from the box, as for mmdet's segm results).
 
 Matches mmdet's CocoMetric as used by the RTMDet configs: COCOeval with maxDets (100, 300, 1000), so AP is computed
 over up to 1000 detections per image (the model keeps at most 300: test_cfg max_per_img), and the 12 numbers are
@@ -39,23 +41,42 @@ class EvalResult:
     per_class: dict[str, float] = field(default_factory=dict)
     num_images: int = 0
     num_detections: int = 0
-    # COCOeval's per-image matching, for paired bootstrap intervals (rtmdet_edge.evaluation.bootstrap); not serialised
+    # Instance segmentation (detections with masks): the same 12 numbers and per-class AP for COCO "segm".
+    segm_metrics: dict[str, float] | None = None
+    segm_per_class: dict[str, float] | None = None
+    # COCOeval's per-image box matching, for paired bootstrap intervals (rtmdet_edge.evaluation.bootstrap); not
+    # serialised
     matches: MatchTable | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metrics": {k: (None if np.isnan(v) else v) for k, v in self.metrics.items()},
+        def clean(d: dict[str, float]) -> dict[str, float | None]:
+            return {k: (None if np.isnan(v) else v) for k, v in d.items()}
+
+        out = {
+            "metrics": clean(self.metrics),
             "per_class": {k: (None if np.isnan(v) else v) for k, v in self.per_class.items()},
             "num_images": self.num_images,
             "num_detections": self.num_detections,
         }
+        if self.segm_metrics is not None:
+            out["segm_metrics"] = clean(self.segm_metrics)
+            out["segm_per_class"] = clean(self.segm_per_class or {})
+        return out
 
     def table(self) -> str:
-        lines = [f"{'metric':<10}{'value':>8}"] + [f"{k:<10}{_fmt(v):>8}" for k, v in self.metrics.items()]
+        segm = self.segm_metrics
+        head = f"{'metric':<10}{'value':>8}" if segm is None else f"{'metric':<10}{'box':>8}{'mask':>8}"
+        lines = [head] + [
+            f"{k:<10}{_fmt(v):>8}" + (f"{_fmt(segm[k]):>8}" if segm is not None else "") for k, v in self.metrics.items()
+        ]
         if self.per_class:
             width = max(12, max(len(k) for k in self.per_class) + 2)
-            lines += ["", f"{'class':<{width}}{'AP':>8}"]
-            lines += [f"{k:<{width}}{_fmt(v):>8}" for k, v in self.per_class.items()]
+            lines += ["", f"{'class':<{width}}{'AP':>8}" + (f"{'mask AP':>9}" if segm is not None else "")]
+            for k, v in self.per_class.items():
+                row = f"{k:<{width}}{_fmt(v):>8}"
+                if segm is not None:
+                    row += f"{_fmt((self.segm_per_class or {}).get(k, float('nan'))):>9}"
+                lines.append(row)
         return "\n".join(lines)
 
 
@@ -87,6 +108,7 @@ class _CocoCollector:
         self.images: list[dict] = []
         self.annotations: list[dict] = []
         self.detections: list[dict] = []
+        self.has_masks = False  # set when detections carry masks: summarize() adds COCO "segm"
 
     def add_image(self, info: dict[str, Any], detections: Any) -> None:
         if self.coco_gt is not None:
@@ -100,16 +122,24 @@ class _CocoCollector:
         d_boxes = _as_numpy(detections.boxes).astype(np.float64).reshape(-1, 4)
         d_scores = _as_numpy(detections.scores).astype(np.float64).reshape(-1)
         d_labels = _as_numpy(detections.labels).astype(np.int64).reshape(-1)
-        for box, score, label in zip(d_boxes, d_scores, d_labels):
+        masks = getattr(detections, "masks", None)
+        rles = None
+        if masks is not None:
+            from rtmdet_edge.geometry.masks import masks_to_rle
+
+            self.has_masks = True
+            rles = masks_to_rle(_as_numpy(masks))
+        for j, (box, score, label) in enumerate(zip(d_boxes, d_scores, d_labels)):
             x1, y1, x2, y2 = box.tolist()
-            self.detections.append(
-                {
-                    "image_id": image_id,
-                    "category_id": self.cat_ids[int(label)],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "score": float(score),
-                }
-            )
+            det = {
+                "image_id": image_id,
+                "category_id": self.cat_ids[int(label)],
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(score),
+            }
+            if rles is not None:
+                det["segmentation"] = rles[j]
+            self.detections.append(det)
 
     def _add_ground_truth(self, image_id: int, info: dict[str, Any]) -> None:
         boxes = np.asarray(info["boxes"], np.float64).reshape(-1, 4)
@@ -117,14 +147,19 @@ class _CocoCollector:
         polygons = info.get("polygons") or []
         for j, (box, label) in enumerate(zip(boxes, labels)):
             bw, bh = box[2] - box[0], box[3] - box[1]
-            area = _polygon_area(polygons[j]) if j < len(polygons) and len(polygons[j]) else bw * bh
-            self._add_gt(image_id, box, int(label), area if area > 0 else bw * bh, iscrowd=0)
+            parts = polygons[j] if j < len(polygons) else []
+            area = _polygon_area(parts) if len(parts) else bw * bh
+            self._add_gt(image_id, box, int(label), area if area > 0 else bw * bh, iscrowd=0, parts=parts)
         for box in np.asarray(info.get("ignore_boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4):
             for label in range(len(self.cat_ids)):
                 self._add_gt(image_id, box, label, (box[2] - box[0]) * (box[3] - box[1]), iscrowd=1)
 
-    def _add_gt(self, image_id: int, box: np.ndarray, label: int, area: float, iscrowd: int) -> None:
+    def _add_gt(
+        self, image_id: int, box: np.ndarray, label: int, area: float, iscrowd: int, parts: Sequence[np.ndarray] = ()
+    ) -> None:
         x1, y1, x2, y2 = (float(v) for v in box)
+        # COCO polygon lists for "segm" (the box as a polygon when the object has none, e.g. ignore regions)
+        segmentation = [np.asarray(p, np.float64).reshape(-1).tolist() for p in parts if len(p) >= 3]
         self.annotations.append(
             {
                 "id": len(self.annotations) + 1,
@@ -133,12 +168,12 @@ class _CocoCollector:
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
                 "area": float(area),
                 "iscrowd": iscrowd,
+                "segmentation": segmentation or [[x1, y1, x1, y2, x2, y2, x2, y1]],
             }
         )
 
     def summarize(self) -> EvalResult:
         from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
 
         n_img, n_det = len(self.images), len(self.detections)
         zeros = dict.fromkeys(METRIC_NAMES, 0.0)
@@ -154,12 +189,25 @@ class _CocoCollector:
             }
             has_gt = any(a["iscrowd"] == 0 for a in self.annotations)
         if not self.detections or not has_gt:
-            return EvalResult(zeros, {name: float("nan") for name in self.class_names}, n_img, n_det)
+            nan = {name: float("nan") for name in self.class_names}
+            if self.has_masks:
+                return EvalResult(zeros, nan, n_img, n_det, dict(zeros), dict(nan))
+            return EvalResult(zeros, nan, n_img, n_det)
         with contextlib.redirect_stdout(io.StringIO()):
             if self.coco_gt is None:
                 gt.createIndex()
             dt = gt.loadRes(self.detections)
-            coco_eval = COCOeval(gt, dt, "bbox")
+        metrics, per_class, matches = self._cocoeval(gt, dt, "bbox")
+        if not self.has_masks:
+            return EvalResult(metrics, per_class, n_img, n_det, matches=matches)
+        segm_metrics, segm_per_class, _ = self._cocoeval(gt, dt, "segm")
+        return EvalResult(metrics, per_class, n_img, n_det, segm_metrics, segm_per_class, matches)
+
+    def _cocoeval(self, gt: Any, dt: Any, iou_type: str) -> tuple[dict[str, float], dict[str, float], MatchTable]:
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval = COCOeval(gt, dt, iou_type)
             coco_eval.params.catIds = self.cat_ids
             coco_eval.params.imgIds = [im["id"] for im in self.images]
             coco_eval.params.maxDets = list(MAX_DETS)
@@ -176,7 +224,7 @@ class _CocoCollector:
         for k, name in enumerate(self.class_names):
             p = precision[:, :, k]
             per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
-        return EvalResult(metrics, per_class, n_img, n_det, matches)
+        return metrics, per_class, matches
 
 
 def _class_info(dataset: Any) -> tuple[list[str], list[int]]:
@@ -215,9 +263,16 @@ def evaluate(
         was_training = predictor.training
         predictor.eval()
         loader = build_val_loader(dataset, imgsz=imgsz, batch_size=batch_size, workers=workers)
+        strides = getattr(predictor, "strides", (8, 16, 32))
         for images, metas, infos in tqdm(loader, desc="eval", disable=not show_progress):
             outputs = predictor(images.to(device))
-            for info, dets in zip(infos, postprocess(outputs, metas, OFFICIAL, strides=getattr(predictor, "strides", (8, 16, 32)))):
+            if "mask_feat" in outputs:  # RTMDet-Ins: boxes and masks with its official test_cfg
+                from rtmdet_edge.inference.postprocess_ins import INS_OFFICIAL, postprocess_ins
+
+                results = postprocess_ins(outputs, metas, INS_OFFICIAL, strides=strides)
+            else:
+                results = postprocess(outputs, metas, OFFICIAL, strides=strides)
+            for info, dets in zip(infos, results):
                 collector.add_image(info, dets)
         predictor.train(was_training)
     else:

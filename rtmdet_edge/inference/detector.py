@@ -3,6 +3,7 @@
     det = Detector("rtmdet_tiny.pth", imgsz=640)            # PyTorch, official test settings
     det = Detector("model.onnx", backend="onnxruntime", postprocess="deploy")
     result = det(cv2.imread("street.jpg"))                  # Detections(boxes [N,4] xyxy, scores [N], labels [N])
+                                                            # + masks [N,H,W] bool for rtmdet-ins-* models
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class Detector:
     ) -> None:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        # A preset name resolves per model kind at call time (RTMDet-Ins has its own official test_cfg).
+        self.post_preset = postprocess if isinstance(postprocess, str) else None
         if isinstance(postprocess, str):
             if postprocess not in PRESETS:
                 raise UserError(f"unknown post-processing preset {postprocess!r}; choose one of {', '.join(PRESETS)}")
@@ -132,6 +135,12 @@ class Detector:
             dets = [d.numpy() for d in nms_outputs_to_detections(self.backend(normalize_numpy(batch)), metas)]
             return dets[0] if single else dets
         outputs = self.infer_raw(batch)
+        if "mask_feat" in outputs:  # RTMDet-Ins: boxes, then masks of the kept instances in original pixels
+            from rtmdet_edge.inference.postprocess_ins import INS_PRESETS, postprocess_ins
+
+            cfg = INS_PRESETS[self.post_preset] if self.post_preset else self.post_cfg
+            dets = [d.numpy() for d in postprocess_ins(outputs, metas, cfg, self.strides)]
+            return dets[0] if single else dets
         dets = [d.numpy() for d in postprocess(outputs, metas, self.post_cfg, self.strides)]
         return dets[0] if single else dets
 

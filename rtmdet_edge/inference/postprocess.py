@@ -37,11 +37,13 @@ PRESETS = {"official": OFFICIAL, "deploy": DEPLOY}
 
 @dataclass
 class Detections:
-    """Detections of one image: boxes [N,4] xyxy original-image pixels, scores [N], labels [N] (0-based)."""
+    """Detections of one image: boxes [N,4] xyxy original-image pixels, scores [N], labels [N] (0-based);
+    masks [N,H,W] bool in original-image pixels for instance-segmentation models, else None."""
 
     boxes: Tensor | np.ndarray
     scores: Tensor | np.ndarray
     labels: Tensor | np.ndarray
+    masks: Tensor | np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -50,7 +52,8 @@ class Detections:
         def conv(x: Tensor | np.ndarray) -> np.ndarray:
             return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
-        return Detections(conv(self.boxes), conv(self.scores), conv(self.labels))
+        masks = None if self.masks is None else conv(self.masks)
+        return Detections(conv(self.boxes), conv(self.scores), conv(self.labels), masks)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_thr: float, max_keep: int = -1, block: int = 512) -> Tensor:

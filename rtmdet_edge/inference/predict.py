@@ -47,19 +47,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def to_coco_results(det: Detections, image_id: int, category_ids: Sequence[int] | None) -> list[dict]:
-    """COCO results format: one dict per box with bbox = [x, y, w, h] in original-image pixels."""
+    """COCO results format: one dict per box with bbox = [x, y, w, h] in original-image pixels (and, for instance
+    masks, "segmentation" as COCO RLE of the original image)."""
     results = []
-    for box, score, label in zip(det.boxes, det.scores, det.labels):
+    rles = None
+    if getattr(det, "masks", None) is not None:
+        from rtmdet_edge.geometry.masks import masks_to_rle
+
+        rles = masks_to_rle(np.asarray(det.masks))
+    for j, (box, score, label) in enumerate(zip(det.boxes, det.scores, det.labels)):
         x1, y1, x2, y2 = (float(v) for v in box)
         cat = int(category_ids[int(label)]) if category_ids is not None else int(label)
-        results.append(
-            {
-                "image_id": image_id,
-                "category_id": cat,
-                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                "score": round(float(score), 5),
-            }
-        )
+        result = {
+            "image_id": image_id,
+            "category_id": cat,
+            "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+            "score": round(float(score), 5),
+        }
+        if rles is not None:
+            result["segmentation"] = rles[j]
+        results.append(result)
     return results
 
 

@@ -8,20 +8,21 @@ from rtmdet_edge.models.backbone import CSPNeXt
 from rtmdet_edge.config import ModelConfig, get_config
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.heads.detection import RTMDetSepBNHead
+from rtmdet_edge.models.heads.instance import RTMDetInsSepBNHead
 from rtmdet_edge.models.neck import CSPNeXtPAFPN
 
 
 class RTMDet(nn.Module):
     """The detector. `forward(images)` takes normalised BGR [B,3,H,W] (H, W multiples of 32) and returns
-    {"cls_scores": [B,C,H_l,W_l] logits per level, "bbox_preds": [B,4,H_l,W_l] (l,t,r,b) input pixels per level}.
+    {"cls_scores": [B,C,H_l,W_l] logits per level, "bbox_preds": [B,4,H_l,W_l] (l,t,r,b) input pixels per level}; the
+    instance-mask kind (config.kind "ins") adds "kernel_preds": [B,169,H_l,W_l] per level and "mask_feat": [B,8,H/8,W/8].
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.kind != "det":
+        if config.kind not in ("det", "ins"):
             raise UserError(
-                f"{config.name}: the {'instance-mask' if config.kind == 'ins' else 'rotated'} head is not implemented "
-                "yet; only the detection models rtmdet-nano/tiny/s/m/l/x can be built"
+                f"{config.name}: the rotated head is not implemented yet; only rtmdet-* and rtmdet-ins-* can be built"
             )
         self.config = config
         self.num_classes = config.num_classes
@@ -49,19 +50,27 @@ class RTMDet(nn.Module):
             use_depthwise=config.use_depthwise,
             **bn,
         )
-        self.bbox_head = RTMDetSepBNHead(
-            config.num_classes,
-            neck_width,
-            neck_width,
-            strides=config.strides,
-            stacked_convs=config.stacked_convs,
-            exp_on_reg=config.exp_on_reg,
-            share_conv=config.share_conv,
-            use_depthwise=config.use_depthwise,
-            **bn,
-        )
+        self.bbox_head: nn.Module
+        if config.kind == "ins":
+            if config.use_depthwise or not config.share_conv:
+                raise UserError(f"{config.name}: use_depthwise / share_conv=False are detection-head options only")
+            self.bbox_head = RTMDetInsSepBNHead(
+                config.num_classes, neck_width, neck_width, strides=config.strides, stacked_convs=config.stacked_convs, **bn
+            )
+        else:
+            self.bbox_head = RTMDetSepBNHead(
+                config.num_classes,
+                neck_width,
+                neck_width,
+                strides=config.strides,
+                stacked_convs=config.stacked_convs,
+                exp_on_reg=config.exp_on_reg,
+                share_conv=config.share_conv,
+                use_depthwise=config.use_depthwise,
+                **bn,
+            )
 
-    def forward(self, images: Tensor) -> dict[str, list[Tensor]]:
+    def forward(self, images: Tensor) -> dict[str, list[Tensor] | Tensor]:
         return self.bbox_head(self.neck(self.backbone(images)))
 
     def fuse(self) -> RTMDet:

@@ -281,6 +281,10 @@ def _gt_tensors(target: dict[str, Tensor], device: torch.device) -> tuple[Tensor
 def build_criterion(model: nn.Module) -> RTMDetCriterion:
     """The official RTMDet criterion for a model built by rtmdet_edge.build_model (reads num_classes, strides, kind)."""
     kind = model.config.kind
+    if kind == "ins":
+        from rtmdet_edge.training.mask_loss import RTMDetInsCriterion  # it imports this module
+
+        return RTMDetInsCriterion(num_classes=model.num_classes, strides=model.strides)
     if kind != "det":
-        raise NotImplementedError(f"training losses for model kind {kind!r} are not implemented yet (only 'det')")
+        raise NotImplementedError(f"training losses for model kind {kind!r} are not implemented yet")
     return RTMDetCriterion(num_classes=model.num_classes, strides=model.strides)

@@ -41,6 +41,7 @@ log = logging.getLogger("rtmdet_edge.training.train")
 METRIC_COLUMNS = (
     "epoch", "stage", "lr", "loss", "loss_cls", "loss_bbox", "grad_norm", "num_pos", "skipped_iters", "epoch_time_s",
     "AP", "AP50", "AP75", "APs", "APm", "APl",
+    "loss_mask", "mask_AP", "mask_AP50", "mask_AP75",  # RTMDet-Ins only (empty for detection)
 )  # fmt: skip
 
 
@@ -256,15 +257,17 @@ def plot_metrics(out: Path) -> None:
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key in ("loss", "loss_cls", "loss_bbox"):
-        axes[0].plot(epochs, [r.get(key) for r in rows], label=key)
+    for key in ("loss", "loss_cls", "loss_bbox", "loss_mask"):
+        if any(r.get(key) is not None for r in rows):
+            axes[0].plot(epochs, [r.get(key) for r in rows], label=key)
     axes[0].set(title="train loss", xlabel="epoch")
     axes[0].legend()
     axes[1].plot(epochs, [r.get("lr") for r in rows])
     axes[1].set(title="mean lr", xlabel="epoch")
     evaluated = [r for r in rows if r.get("AP") is not None]
-    for key in ("AP", "AP50"):
-        axes[2].plot([r["epoch"] for r in evaluated], [r[key] for r in evaluated], marker="o", label=key)
+    for key in ("AP", "AP50", "mask_AP", "mask_AP50"):
+        if any(r.get(key) is not None for r in evaluated):
+            axes[2].plot([r["epoch"] for r in evaluated], [r.get(key) for r in evaluated], marker="o", label=key)
     axes[2].set(title="val mAP (EMA)", xlabel="epoch", ylim=(0, 1))
     axes[2].legend()
     fig.tight_layout()
@@ -426,6 +429,9 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
             result = evaluate(ema.module, val_set, imgsz=cfg.imgsz, batch_size=cfg.val_batch, device=device)
             row |= result.metrics
             log.info("epoch %d EMA: AP %.4f AP50 %.4f", epoch, result.metrics["AP"], result.metrics["AP50"])
+            if result.segm_metrics is not None:
+                row |= {f"mask_{k}": v for k, v in result.segm_metrics.items()}
+                log.info("epoch %d EMA: mask AP %.4f AP50 %.4f", epoch, row["mask_AP"], row["mask_AP50"])
         if is_main:
             write_metrics(out, row)
             log.info("epoch %d: %s", epoch, {k: round(v, 5) for k, v in stats.items() if isinstance(v, float)})
