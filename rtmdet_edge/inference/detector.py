@@ -21,6 +21,7 @@ from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.model import RTMDet, build_model
 from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
 from rtmdet_edge.inference.preprocess import normalize, normalize_numpy, preprocess
+from rtmdet_edge.models.outputs import group_outputs
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 
@@ -40,7 +41,8 @@ class Detector:
 
     Args:
         weights_or_model: an RTMDet module, a checkpoint path (.pth: this project's, official or bare state dict),
-            or an exported model (.onnx, .xml, .engine) for the matching backend.
+            an exported model (.onnx, .xml, .engine) for the matching backend, or a ready targets.Backend (e.g. one
+            `benchmark` already built; `backend` is then ignored).
         imgsz: network input size (square letterbox, long side resized to it).
         backend: "torch", "torch-compile", "onnxruntime", "openvino" or "tensorrt".
         postprocess: "official" (score 0.001, nms_pre 30000, IoU 0.65, 300 boxes), "deploy" (0.3, 1000, 0.65, 100)
@@ -76,6 +78,12 @@ class Detector:
         self.backend = None
         names = list(class_names) if class_names is not None else None
 
+        if _is_backend(weights_or_model):
+            self.backend = weights_or_model
+            self.backend_name = weights_or_model.name
+            self.class_names = names or default_class_names(num_classes or 80)
+            self.strides = tuple(getattr(weights_or_model, "strides", (8, 16, 32)))
+            return
         if isinstance(weights_or_model, nn.Module):
             self.model = weights_or_model
         else:
@@ -109,9 +117,7 @@ class Detector:
     def infer_raw(self, batch_uint8: np.ndarray) -> dict[str, list[torch.Tensor]]:
         """Letterboxed uint8 batch [B,S,S,3] -> raw outputs (torch tensors on the CPU or the model's device)."""
         if self.backend is not None:
-            from targets import outputs_to_dict
-
-            return outputs_to_dict(self.backend(normalize_numpy(batch_uint8)))
+            return group_outputs(self.backend(normalize_numpy(batch_uint8)))
         assert self.model is not None
         x = normalize(torch.from_numpy(batch_uint8).to(self.device))
         return self.model(x)
@@ -131,6 +137,11 @@ class Detector:
         outputs = self.infer_raw(batch)
         dets = [d.numpy() for d in postprocess(outputs, metas, self.post_cfg, self.strides)]
         return dets[0] if single else dets
+
+
+def _is_backend(obj: object) -> bool:
+    """A targets.Backend instance (duck-typed: this package does not import targets unless a backend is asked for)."""
+    return not isinstance(obj, (nn.Module, str, os.PathLike)) and callable(obj) and hasattr(obj, "input_shape")
 
 
 __all__ = ["BACKENDS", "Detector", "RTMDet", "resolve_device"]
