@@ -367,6 +367,12 @@ def convert_onnx_to_fp16(onnx_model: onnx.ModelProto) -> onnx.ModelProto:
     float16, Cast(to=float) becomes Cast(to=float16), a Cast at the input and before each float output keeps the
     interface in float32, and the few inputs ONNX defines as float32-only (Resize scales, NMS boxes/scores and
     thresholds) get a Cast back to float32.
+
+    Why not a library: both converters were tried on this graph (rtmdet-tiny raw and NMS exports, 2026-11) and
+    neither output loads. onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True) (ORT 1.31)
+    writes duplicate node names (`/model/neck/Constant_output_0_cast_to_fp32_node`, one per consumer of a shared
+    constant) and puts the input Cast after its consumers (not topologically sorted); onnxconverter-common 1.16
+    leaves the neck's Resize output float32 beside float16 inputs of the following Concat (a type error).
     """
     m = copy.deepcopy(onnx_model)
     g = m.graph

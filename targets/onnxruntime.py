@@ -50,9 +50,10 @@ class OrtBackend:
     The session, the feed dict and the output names are built once; a call is one `session.run`.
 
     Args:
-        spin: let intra-op threads busy-wait for work after each run (ORT's default). Off by default: a detector
-            calls the network and then post-processes on the same cores, and threads still spinning after
-            `session.run` returned took CPU time from the post-processing (see README, end-to-end overhead).
+        spin_after_run: let intra-op threads keep busy-waiting for work after `session.run` returned (ORT's
+            default). Off here (`session.force_spinning_stop`): a detector post-processes right after the network on
+            the same cores, and pool threads still spinning took CPU time from it. Spinning *during* a run stays on
+            (turning it off, `session.intra_op.allow_spinning=0`, makes every parallel op wake sleeping threads).
     """
 
     name = "onnxruntime"
@@ -63,7 +64,7 @@ class OrtBackend:
         providers: Sequence[str] | None = None,
         num_threads: int | None = None,
         optimization: str = "all",
-        spin: bool = False,
+        spin_after_run: bool = False,
     ) -> None:
         ort = _import_ort()
         path = Path(path)
@@ -78,7 +79,7 @@ class OrtBackend:
         opts = ort.SessionOptions()
         if num_threads:
             opts.intra_op_num_threads = int(num_threads)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        opts.add_session_config_entry("session.force_spinning_stop", "0" if spin_after_run else "1")
         opts.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

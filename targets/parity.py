@@ -218,14 +218,14 @@ def _reference_outputs(reference: nn.Module, batch: np.ndarray) -> dict[str, tor
     if key not in _REFERENCE_CACHE:
         if len(_REFERENCE_CACHE) >= 8:
             _REFERENCE_CACHE.clear()
-        model = _float_cpu_eval(reference)
+        model = float_cpu_eval(reference)
         with torch.inference_mode():
             outs = [flatten_outputs(model(torch.from_numpy(x[None]))) for x in batch]
         _REFERENCE_CACHE[key] = {name: torch.cat([o[name] for o in outs]) for name in outs[0]}
     return _REFERENCE_CACHE[key]
 
 
-def _float_cpu_eval(model: nn.Module) -> nn.Module:
+def float_cpu_eval(model: nn.Module) -> nn.Module:
     """The model itself when it already is float32, on the CPU and in eval mode, else such a copy (the caller's
     model keeps its mode, device and dtype)."""
     params = list(model.parameters())
