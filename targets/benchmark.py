@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.inference.detector import Detector
-from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, PostprocessConfig, postprocess
+from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, PostprocessConfig
 from rtmdet_edge.inference.preprocess import letterbox, normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import group_outputs
 from targets import backend_available, load_backend
@@ -183,8 +183,8 @@ def time_row(backend: Any, image_bgr: np.ndarray, settings: BenchmarkSettings, s
     def pre() -> np.ndarray:
         return normalize_numpy(preprocess([image_bgr], imgsz)[0])
 
-    def post() -> Any:
-        return postprocess(group_outputs(raw), metas, cfg, strides)
+    def post() -> Any:  # what the Detector does after the backend call (same thread settings)
+        return detector.postprocess_raw(group_outputs(raw), metas)
 
     calls = {"model": (backend, (batch,)), "e2e": (detector, (image_bgr,)), "pre": (pre, ()), "post": (post, ())}
     stats = measure_latencies(calls, settings.warmup, settings.runs, settings.rounds)

@@ -164,3 +164,21 @@ def test_backends_return_outputs_by_name(ir_paths):
         assert isinstance(out, dict) and sorted(out) == sorted(expected) == sorted(backend.output_names)
         assert out["cls_score_1"].shape == (1, 80, IMGSZ // 16, IMGSZ // 16)
         assert out["bbox_pred_2"].shape == (1, 4, IMGSZ // 32, IMGSZ // 32)
+
+
+def test_parity_detections_fail_on_a_score_drift(images):
+    """With the raw check off, scores that drifted (not ties) still fail the detection check."""
+
+    class Drift:
+        name, precision, input_shape, has_nms = "drift", "fp32", (1, 3, IMGSZ, IMGSZ), False
+
+        def __init__(self):
+            self.inner = load_backend(exported("raw"), num_threads=1)
+
+        def __call__(self, batch):
+            outs = self.inner(batch)
+            return {name: a + 0.5 if name.startswith("cls_score") else a for name, a in outs.items()}
+
+    report = compare(Drift(), shared_model(), images_bgr=images[:1], tolerance=None)
+    assert report.det_ref > 0 and not report.ok, report.summary()
+    assert report.det_matched == 0 and report.det_excused < report.det_ref, report.summary()

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from rtmdet_edge.classes import default_class_names
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.model import RTMDet, build_model
 from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
-from rtmdet_edge.inference.preprocess import normalize, normalize_numpy, preprocess
+from rtmdet_edge.inference.preprocess import LetterboxMeta, normalize, normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import group_outputs
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
@@ -50,6 +52,11 @@ class Detector:
         model: preset name, needed for a bare state dict whose architecture cannot be inferred.
         num_classes / class_names: override what the checkpoint says.
         backend_options: passed to the backend loader (e.g. precision="bf16" for OpenVINO).
+
+    Post-processing next to another runtime (ONNX Runtime, OpenVINO, TensorRT) runs on one torch thread
+    (`post_threads`). With torch's default pool its OpenMP workers keep spinning for milliseconds after each
+    decode/NMS, on the cores the runtime's own threads need for the next image, and the runtime's threads do the
+    same to decode/NMS: on 2 threads that cost more than pre + post themselves (benchmarks/e2e_overhead.py).
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class Detector:
         self.device = resolve_device(device)
         self.model: nn.Module | None = None
         self.backend = None
+        self.post_threads: int | None = None  # torch threads for decode/NMS (None: leave torch's setting)
         names = list(class_names) if class_names is not None else None
 
         if _is_backend(weights_or_model):
@@ -83,6 +91,7 @@ class Detector:
             self.backend_name = weights_or_model.name
             self.class_names = names or default_class_names(num_classes or 80)
             self.strides = tuple(getattr(weights_or_model, "strides", (8, 16, 32)))
+            self.post_threads = None if self.backend_name.startswith("torch") else 1
             return
         if isinstance(weights_or_model, nn.Module):
             self.model = weights_or_model
@@ -105,6 +114,7 @@ class Detector:
 
             source = self.model if self.model is not None else weights_or_model
             self.backend = load_backend(source, name=backend, imgsz=imgsz, device=str(self.device), **backend_options)
+            self.post_threads = None if backend.startswith("torch") else 1
         self.class_names = names or default_class_names(num)
         self.strides = tuple(getattr(self.model, "strides", (8, 16, 32)))
 
@@ -134,9 +144,27 @@ class Detector:
 
             dets = [d.numpy() for d in nms_outputs_to_detections(self.backend(normalize_numpy(batch)), metas)]
             return dets[0] if single else dets
-        outputs = self.infer_raw(batch)
-        dets = [d.numpy() for d in postprocess(outputs, metas, self.post_cfg, self.strides)]
+        dets = [d.numpy() for d in self.postprocess_raw(self.infer_raw(batch), metas)]
         return dets[0] if single else dets
+
+    def postprocess_raw(self, outputs: dict[str, list[torch.Tensor]], metas: Sequence[LetterboxMeta]) -> list[Detections]:
+        """Grouped raw outputs -> Detections per image, with this detector's settings and post_threads."""
+        with _torch_threads(self.post_threads):
+            return postprocess(outputs, metas, self.post_cfg, self.strides)
+
+
+@contextlib.contextmanager
+def _torch_threads(num: int | None) -> Iterator[None]:
+    """Run a block on `num` torch threads (None: unchanged), restoring the previous count."""
+    before = torch.get_num_threads()
+    if num is None or num == before:
+        yield
+        return
+    torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _is_backend(obj: object) -> bool:
