@@ -153,7 +153,7 @@ def test_detector_runs_each_available_backend(images):
     # a Backend object goes straight in (what benchmark does with the backends it built)
     backend = load_backend(exported("raw"), num_threads=1)
     again = Detector(backend, imgsz=IMGSZ, postprocess="deploy")(images[0])
-    assert match_detections(got, again, score_atol=0.0, box_atol=0.0).ok
+    assert match_detections(got, again, score_atol=1e-5, box_atol=1e-3).ok  # thread counts differ: rounding only
 
 
 def test_backends_return_outputs_by_name(ir_paths):
