@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per loop (default: %(default)s)")
     parser.add_argument("--int8-onnx", help="a Q/DQ ONNX of the same model for the INT8 rows")
+    parser.add_argument("--int8-note", help="how that Q/DQ ONNX was made (printed under the table)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"), help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -143,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             f"| {e['row']} | {e['model_ms']:.1f} | {e['e2e_now_ms']:.1f} | {100 * e['overhead_now']:+.1f}% "
             f"| {e['e2e_before_ms']:.1f} | {100 * e['overhead_before']:+.1f}% |"
         )
-    if not args.int8_onnx:
+    if args.int8_onnx:
+        lines += ["", f"INT8 rows: the Q/DQ ONNX `{Path(args.int8_onnx).name}` ({args.int8_note or 'given by --int8-onnx'})."]
+    else:
         lines += ["", "INT8 rows: not measured in this run (pass --int8-onnx with a Q/DQ ONNX from `rtmdet-edge quantize`)."]
     lines += ["", f"Produced by `{command}`."]
     (out / "e2e_overhead.md").write_text("\n".join(lines) + "\n")

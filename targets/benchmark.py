@@ -8,8 +8,8 @@ run here say why: each backend file answers for itself (`available(precision)`).
 
 Every backend is built by targets.load_backend and timed by targets.latency (model-only, end-to-end, pre and post
 in interleaved rounds, so load from other processes hits them alike and their ratios stay meaningful). Every runtime
-gets the same CPU thread count (default 2): torch.set_num_threads, ONNX Runtime intra-op threads (sequential, no
-spinning), OpenVINO INFERENCE_NUM_THREADS with the latency hint. The caller's model and torch's thread count are
+gets the same CPU thread count (default 2): torch.set_num_threads, ONNX Runtime intra-op threads (its pool stops
+spinning when a run returns), OpenVINO INFERENCE_NUM_THREADS with the latency hint. The caller's model and torch's thread count are
 left as they were.
 """
 

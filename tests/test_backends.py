@@ -182,3 +182,15 @@ def test_parity_detections_fail_on_a_score_drift(images):
     report = compare(Drift(), shared_model(), images_bgr=images[:1], tolerance=None)
     assert report.det_ref > 0 and not report.ok, report.summary()
     assert report.det_matched == 0 and report.det_excused < report.det_ref, report.summary()
+
+
+def test_detector_post_processes_on_one_thread_next_to_another_runtime(images):
+    """Decode/NMS must not spin torch's OpenMP pool on the cores ONNX Runtime / OpenVINO use (issue 9)."""
+    from rtmdet_edge import Detector
+
+    det = Detector(load_backend(exported("raw"), num_threads=1), imgsz=IMGSZ, postprocess="deploy")
+    assert det.post_threads == 1
+    threads = torch.get_num_threads()
+    det(images[0])
+    assert torch.get_num_threads() == threads  # restored after post-processing
+    assert Detector(TorchBackend(shared_model()), imgsz=IMGSZ).post_threads is None  # torch keeps its own pool
