@@ -73,12 +73,13 @@ def run_one(size: str, weights: Path, args: argparse.Namespace, models_dir: Path
     ]
     if args.int8_onnx:
         cmd += ["--int8-onnx", args.int8_onnx]
-    exe = Path(sys.executable).parent / "rtmdet-edge"
     t0 = time.time()
     # see benchmarks/inference.py: torch's OpenMP threads must not spin-wait on a machine shared with other users
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    proc = subprocess.run([str(exe), *cmd[1:]], text=True, env=env)
+    # this checkout's code (the installed console script may point at another checkout)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run([sys.executable, "-m", "rtmdet_edge.cli", *cmd[1:]], text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
     print(f"{MODELS[size]}: {time.time() - t0:.0f} s")

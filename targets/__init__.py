@@ -1,20 +1,24 @@
 """Deployment targets: export and one small Backend protocol that every runtime implements (one file each).
 
-A backend runs the *raw* network: a normalised float32 batch [B,3,H,W] in, the per-level outputs out, in the order
-of `OUTPUT_NAMES` (cls_score_0..2, bbox_pred_0..2). Decoding and NMS stay in rtmdet_edge.inference.postprocess so every backend
-shares one post-processing path (unless a model was exported with in-graph NMS).
+A backend runs the *raw* network: a normalised float32 batch [B,3,H,W] in, a mapping name -> array out, keyed by the
+names of rtmdet_edge.models.outputs (`cls_score_0..2`, `bbox_pred_0..2`, and `kernel_pred_*`, `mask_feat`,
+`angle_pred_*` for the Ins / R heads), which are also the ONNX output names. Consumers group outputs back by name
+(`group_outputs`), never by position. Decoding and NMS stay in rtmdet_edge.inference.postprocess so every backend shares
+one post-processing path (unless a model was exported with in-graph NMS: then the names are NMS_OUTPUT_NAMES).
+
+Each backend file also answers `available(precision) -> str | None`: None when it can run that precision on this
+machine, else the reason why not (what `benchmark` prints for rows it skips).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("cls_score_0", "cls_score_1", "cls_score_2", "bbox_pred_0", "bbox_pred_1", "bbox_pred_2")
 
 
 @runtime_checkable
@@ -22,22 +26,11 @@ class Backend(Protocol):
     name: str  # "torch", "onnxruntime", "openvino", "tensorrt"
     precision: str  # "fp32", "fp16", "bf16", "int8"
     input_shape: tuple[int, ...]  # (B, 3, H, W); B is -1 when the batch is dynamic
+    output_names: tuple[str, ...]  # the keys __call__ returns, in the file's output order
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        """float32 [B,3,H,W] normalised BGR -> raw outputs in OUTPUT_NAMES order."""
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 [B,3,H,W] normalised BGR -> {output name: array} (rtmdet_edge.models.outputs names)."""
         ...
-
-
-def outputs_to_dict(arrays: Sequence[np.ndarray | torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-    """Backend output list (OUTPUT_NAMES order) -> the model's output dict, as torch tensors."""
-    tensors = [torch.as_tensor(a) for a in arrays]
-    n = len(tensors) // 2
-    return {"cls_scores": tensors[:n], "bbox_preds": tensors[n:]}
-
-
-def dict_to_outputs(outputs: dict[str, Sequence[torch.Tensor]]) -> list[torch.Tensor]:
-    """The model's output dict -> a flat list in OUTPUT_NAMES order (what export and backends use)."""
-    return [*outputs["cls_scores"], *outputs["bbox_preds"]]
 
 
 # Backend choice by file suffix (STYLE.md rule 9): a small dict, the runtime imported only when chosen.
@@ -50,6 +43,21 @@ BACKEND_BY_SUFFIX = {
     ".pt": "torch",
 }
 BACKEND_NAMES = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
+# backend name -> the module that implements it (and its `available(precision)`)
+BACKEND_MODULES = {
+    "torch": "targets.torch_backend",
+    "torch-compile": "targets.torch_backend",
+    "onnxruntime": "targets.onnxruntime",
+    "openvino": "targets.openvino",
+    "tensorrt": "targets.tensorrt",
+}
+
+
+def backend_available(name: str, precision: str) -> str | None:
+    """None when backend `name` can run `precision` on this machine, else why not (asked of the backend's own file)."""
+    if name not in BACKEND_MODULES:
+        return f"unknown target {name!r}"
+    return importlib.import_module(BACKEND_MODULES[name]).available(precision)
 
 
 def load_backend(path_or_model, name: str | None = None, **kwargs) -> Backend:

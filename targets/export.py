@@ -1,6 +1,7 @@
 """ONNX export of the fused model, the optional in-graph NMS tail, and the ONNX rewrites the compilers need.
 
-`export_onnx` writes the raw network (input `images`, outputs OUTPUT_NAMES), or with `nms=NMSConfig(...)` the network
+`export_onnx` writes the raw network (input `images`, outputs named as rtmdet_edge.models.outputs: `cls_score_0..2`,
+`bbox_pred_0..2`, ...), or with `nms=NMSConfig(...)` the network
 followed by decode + class-aware NMS built from standard ONNX ops, so ONNX Runtime, OpenVINO and TensorRT (whose ONNX
 parser maps NonMaxSuppression onto its own INMSLayer) all run the same graph. The NMS variant's outputs are:
 
@@ -21,7 +22,7 @@ import copy
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from rtmdet_edge.geometry.boxes import make_priors
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.io import atomic_write_with, temp_path_beside
-from targets import INPUT_NAME, OUTPUT_NAMES, dict_to_outputs
+from rtmdet_edge.geometry.boxes import make_priors
+from rtmdet_edge.models.outputs import flatten_outputs
+from targets import INPUT_NAME
 
 NMS_OUTPUT_NAMES = ("num_dets", "det_boxes", "det_scores", "det_labels")
 DEFAULT_OPSET = 17
@@ -66,14 +68,17 @@ class NMSConfig:
 
 
 class _RawOutputs(nn.Module):
-    """The model with a flat tuple output in OUTPUT_NAMES order (what the exporter names)."""
+    """The model with a flat tuple output in flatten_outputs order; `names` are what the exporter calls them."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, sample: torch.Tensor) -> None:
         super().__init__()
         self.model = model
+        with torch.inference_mode():
+            self.names = tuple(flatten_outputs(model(sample)))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(dict_to_outputs(self.model(images)))
+        flat = flatten_outputs(self.model(images))
+        return tuple(flat[n] for n in self.names)
 
 
 def deployment_model(model: nn.Module) -> nn.Module:
@@ -116,8 +121,8 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = _hw(imgsz)
-    net = _RawOutputs(deployment_model(model))
     dummy = torch.zeros(batch, 3, h, w)
+    net = _RawOutputs(deployment_model(model), dummy)
     # The exporter's raw graph goes to a temporary file beside the target, removed whatever happens (it used to be
     # left behind when export failed); the final file is written atomically below.
     tmp = temp_path_beside(path, suffix=".raw.onnx")
@@ -131,8 +136,8 @@ def export_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic else None,
+                output_names=list(net.names),
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *net.names)} if dynamic else None,
                 do_constant_folding=True,
             )
         onnx_model = onnx.load(str(tmp))
@@ -240,21 +245,22 @@ def append_nms(
     """
     g = onnx_model.graph
     shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in g.output}
-    missing = [n for n in OUTPUT_NAMES if n not in shapes]
+    levels = len(strides)
+    needed = [f"{prefix}_{i}" for prefix in ("cls_score", "bbox_pred") for i in range(levels)]
+    missing = [n for n in needed if n not in shapes]
     if missing:
         raise ValueError(f"graph has no raw outputs {missing}; append_nms needs the export of export_onnx")
     b = _Builder(g)
     h_in, w_in = input_hw
-    num_classes = shapes[OUTPUT_NAMES[0]][1]
-    levels = len(OUTPUT_NAMES) // 2
-    sizes = [tuple(shapes[OUTPUT_NAMES[i]][2:]) for i in range(levels)]
+    num_classes = shapes["cls_score_0"][1]
+    sizes = [tuple(shapes[f"cls_score_{i}"][2:]) for i in range(levels)]
     priors = make_priors(sizes, strides[:levels])[:, :2].numpy().astype(np.float32)  # [N, 2] (x, y), offset 0
     i64 = lambda *v: np.asarray(v, dtype=np.int64)  # noqa: E731
 
     scores_per_level, boxes_per_level, start = [], [], 0
     for level, (hl, wl) in enumerate(sizes):
         hw = hl * wl
-        cls, reg = OUTPUT_NAMES[level], OUTPUT_NAMES[levels + level]
+        cls, reg = f"cls_score_{level}", f"bbox_pred_{level}"
         s = b.op("Sigmoid", [cls])
         s = b.op("Reshape", [s, b.const(i64(0, num_classes, hw))])
         s = b.op("Transpose", [s], perm=[0, 2, 1])  # [B, HW, C]: mmdet's (prior, class) row-major pair order
@@ -327,11 +333,11 @@ def append_nms(
         g.output.append(helper.make_tensor_value_info(name, dtype, [batch if d == "batch" else d for d in shape]))
 
 
-def nms_outputs_to_detections(arrays: Sequence[np.ndarray], metas: Sequence[Any]) -> list:
-    """NMS-graph outputs (NMS_OUTPUT_NAMES order) -> one Detections per image in original-image pixels."""
+def nms_outputs_to_detections(outputs: Mapping[str, np.ndarray], metas: Sequence[Any]) -> list:
+    """NMS-graph outputs {NMS_OUTPUT_NAMES: array} -> one Detections per image in original-image pixels."""
     from rtmdet_edge.inference.postprocess import Detections
 
-    num, boxes, scores, labels = (np.asarray(a) for a in arrays)
+    num, boxes, scores, labels = (np.asarray(outputs[name]) for name in NMS_OUTPUT_NAMES)
     out = []
     for i, meta in enumerate(metas):
         n = int(num[i].reshape(-1)[0])
@@ -366,6 +372,12 @@ def convert_onnx_to_fp16(onnx_model: onnx.ModelProto) -> onnx.ModelProto:
     float16, Cast(to=float) becomes Cast(to=float16), a Cast at the input and before each float output keeps the
     interface in float32, and the few inputs ONNX defines as float32-only (Resize scales, NMS boxes/scores and
     thresholds) get a Cast back to float32.
+
+    Why not a library: both converters were tried on this graph (rtmdet-tiny raw and NMS exports, 2026-11) and
+    neither output loads. onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True) (ORT 1.31)
+    writes duplicate node names (`/model/neck/Constant_output_0_cast_to_fp32_node`, one per consumer of a shared
+    constant) and puts the input Cast after its consumers (not topologically sorted); onnxconverter-common 1.16
+    leaves the neck's Resize output float32 beside float16 inputs of the following Concat (a type error).
     """
     m = copy.deepcopy(onnx_model)
     g = m.graph

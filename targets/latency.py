@@ -10,14 +10,14 @@ starting and after each call, otherwise the clock would stop when the kernels ar
 
 from __future__ import annotations
 
-import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 
@@ -39,30 +39,21 @@ class LatencyResult:
         return asdict(self)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default method), q in [0, 100]."""
-    if not values:
-        raise ValueError("percentile of an empty sequence")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def summarize(times_ms: Sequence[float], warmup: int = 0, items_per_call: int = 1) -> LatencyResult:
     """Statistics of already-measured per-call times (used by measure_latency and by bare reference loops)."""
-    if not times_ms:
+    if len(times_ms) == 0:
         raise ValueError("no timed runs")
-    median = percentile(times_ms, 50)
+    t = np.asarray(times_ms, np.float64)
+    median, p90 = (float(v) for v in np.percentile(t, [50, 90]))  # linear interpolation
     return LatencyResult(
         median_ms=median,
-        p90_ms=percentile(times_ms, 90),
-        mean_ms=sum(times_ms) / len(times_ms),
+        p90_ms=p90,
+        mean_ms=float(t.mean()),
         fps=items_per_call * 1000.0 / median if median > 0 else float("inf"),
-        runs=len(times_ms),
+        runs=len(t),
         warmup=warmup,
-        min_ms=min(times_ms),
-        max_ms=max(times_ms),
+        min_ms=float(t.min()),
+        max_ms=float(t.max()),
         items_per_call=items_per_call,
     )
 
@@ -119,6 +110,32 @@ def measure_latency(
         fn(*args)
     times_ms = time_calls(fn, runs, args=args, sync=sync, progress=progress)
     return summarize(times_ms, warmup=warmup, items_per_call=items_per_call)
+
+
+def measure_latencies(
+    calls: Mapping[str, tuple[Callable[..., Any], tuple[Any, ...]]],
+    warmup: int = 10,
+    runs: int = 50,
+    rounds: int = 5,
+    *,
+    items_per_call: Mapping[str, int] | None = None,
+) -> dict[str, LatencyResult]:
+    """measure_latency for several callables at once, in interleaved rounds: after every callable's warm-up, each
+    round times a share of the runs of each in turn, so load from other processes on a shared machine hits them
+    alike and their ratios stay meaningful. `calls` maps a name to (fn, args)."""
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"need runs >= 1, warmup >= 0, rounds >= 1 (got {runs}, {warmup}, {rounds})")
+    for fn, args in calls.values():
+        for _ in range(warmup):
+            fn(*args)
+    rounds = min(rounds, runs)
+    per_round = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for n in per_round:
+        for name, (fn, args) in calls.items():
+            times[name] += time_calls(fn, n, args=args, sync=cuda_sync_for(fn))
+    items = items_per_call or {}
+    return {name: summarize(t, warmup=warmup, items_per_call=items.get(name, 1)) for name, t in times.items()}
 
 
 def time_calls(

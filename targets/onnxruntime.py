@@ -27,10 +27,33 @@ def available_providers() -> list[str]:
     return list(_import_ort().get_available_providers())
 
 
+def available(precision: str) -> str | None:
+    """None when ONNX Runtime can run `precision` here, else why not (int8 also needs a Q/DQ ONNX file)."""
+    try:
+        have = available_providers()
+    except UserError:
+        return "not installed (pip install onnxruntime)"
+    gpu = any(p in have for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
+    if precision in ("fp16", "bf16") and not gpu:
+        return (
+            f"the CPU execution provider has no {precision} kernels for this graph's convolutions (it would only "
+            f"add casts around fp32 kernels); {precision} needs the CUDA or TensorRT execution provider"
+        )
+    if precision not in ("fp32", "fp16", "bf16", "int8"):
+        return f"unknown precision {precision!r}"
+    return None
+
+
 class OrtBackend:
-    """Runs an .onnx file. `__call__` feeds one float32 batch and returns the outputs in the file's output order.
+    """Runs an .onnx file. `__call__` feeds one float32 batch and returns {output name: array}.
 
     The session, the feed dict and the output names are built once; a call is one `session.run`.
+
+    Args:
+        spin_after_run: let intra-op threads keep busy-waiting for work after `session.run` returned (ORT's
+            default). Off here (`session.force_spinning_stop`): a detector post-processes right after the network on
+            the same cores, and pool threads still spinning took CPU time from it. Spinning *during* a run stays on
+            (turning it off, `session.intra_op.allow_spinning=0`, makes every parallel op wake sleeping threads).
     """
 
     name = "onnxruntime"
@@ -41,6 +64,7 @@ class OrtBackend:
         providers: Sequence[str] | None = None,
         num_threads: int | None = None,
         optimization: str = "all",
+        spin_after_run: bool = False,
     ) -> None:
         ort = _import_ort()
         path = Path(path)
@@ -55,6 +79,7 @@ class OrtBackend:
         opts = ort.SessionOptions()
         if num_threads:
             opts.intra_op_num_threads = int(num_threads)
+        opts.add_session_config_entry("session.force_spinning_stop", "0" if spin_after_run else "1")
         opts.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -77,9 +102,9 @@ class OrtBackend:
         self._names = list(self.output_names)
         self._feed: dict[str, np.ndarray] = {}
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._feed[self.input_name] = batch
-        return self.session.run(self._names, self._feed)
+        return dict(zip(self.output_names, self.session.run(self._names, self._feed)))
 
     def __repr__(self) -> str:
         return f"OrtBackend({self.path.name}, {self.precision}, providers={self.providers})"

@@ -31,6 +31,20 @@ def _import_ov():
     return openvino
 
 
+def available(precision: str) -> str | None:
+    """None when OpenVINO's CPU plugin can run `precision` here, else why not (int8 also needs a Q/DQ ONNX file)."""
+    try:
+        caps = list(_import_ov().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except UserError:
+        return "not installed (pip install openvino)"
+    need = {"fp16": "FP16", "bf16": "BF16"}.get(precision)
+    if need and need not in caps:
+        return f"this CPU has no native {precision} support (OpenVINO CPU capabilities: {', '.join(caps)})"
+    if precision not in ("fp32", "fp16", "bf16", "int8"):
+        return f"unknown precision {precision!r}"
+    return None
+
+
 def convert_to_openvino(
     onnx_path: str | os.PathLike, xml_path: str | os.PathLike, compress_to_fp16: bool = False
 ) -> Path:
@@ -123,12 +137,11 @@ class OpenVinoBackend:
         self.output_names = tuple(o.get_any_name() for o in model.outputs)
         self.has_nms = "num_dets" in self.output_names
         self._copy = copy_outputs
-        self._n_out = len(self.output_names)
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self.request.infer({0: batch}, share_inputs=True, share_outputs=True)
-        outs = [self.request.get_output_tensor(i).data for i in range(self._n_out)]
-        return [o.copy() for o in outs] if self._copy else outs
+        outs = {name: self.request.get_output_tensor(i).data for i, name in enumerate(self.output_names)}
+        return {name: o.copy() for name, o in outs.items()} if self._copy else outs
 
     def __repr__(self) -> str:
         return f"OpenVinoBackend({self.path.name}, {self.precision}, hint={self.hint})"

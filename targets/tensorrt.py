@@ -24,10 +24,24 @@ import torch
 from torch import nn
 
 from rtmdet_edge.errors import UserError
-from targets import INPUT_NAME, dict_to_outputs
+from rtmdet_edge.models.outputs import flatten_outputs
+from targets import INPUT_NAME
 from targets.export import convert_onnx_to_fp16, deployment_model, has_qdq, read_metadata
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def available(precision: str) -> str | None:
+    """None when TensorRT can build and run `precision` here, else why not (int8 also needs a Q/DQ ONNX file)."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "not installed (pip install rtmdet-edge[tensorrt])" + ("" if torch.cuda.is_available() else " and no CUDA device")
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if precision not in PRECISIONS:
+        return f"{precision} is not a TensorRT build precision here ({', '.join(PRECISIONS)})"
+    return None
 
 
 def import_tensorrt():
@@ -178,31 +192,35 @@ class TrtBackend:
             self.context.set_tensor_address(n, buf.data_ptr())
         self._shape = shape
 
-    def run_torch(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """CUDA tensor in, the engine's own output buffers out (overwritten by the next call)."""
+    def run_torch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """CUDA tensor in, {output name: the engine's own output buffer} out (overwritten by the next call)."""
         self._bind(tuple(images.shape))
         self._buffers[self.input_name].copy_(images, non_blocking=True)
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         stream.synchronize()
-        return [self._buffers[n] for n in self.output_names]
+        return {n: self._buffers[n] for n in self.output_names}
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.run_torch(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True))
-        return [o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in outs]
+        return {n: (o.float() if o.is_floating_point() else o).cpu().numpy() for n, o in outs.items()}
 
     def __repr__(self) -> str:
         return f"TrtBackend({self.path.name}, {self.precision})"
 
 
 class _TupleOutputs(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    """The model with a flat tuple output, in the order of `names` (flatten_outputs' order)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
         super().__init__()
         self.model = model
+        self.names = tuple(names)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(dict_to_outputs(self.model(images)))
+        flat = flatten_outputs(self.model(images))
+        return tuple(flat[n] for n in self.names)
 
 
 def compile_torch_tensorrt(
@@ -211,8 +229,8 @@ def compile_torch_tensorrt(
     batch: int = 1,
     precision: str = "fp16",
     device: str = "cuda:0",
-) -> nn.Module:
-    """torch-tensorrt dynamo compile of the fused model; returns a module giving the OUTPUT_NAMES tuple.
+) -> tuple[nn.Module, tuple[str, ...]]:
+    """torch-tensorrt dynamo compile of the fused model; returns (module giving a tuple of outputs, their names).
 
     Explicit typing, like the ONNX path: for fp16 the module and its input are cast to half, and
     use_explicit_typing=True makes TensorRT respect those dtypes (older torch-tensorrt: enabled_precisions).
@@ -226,11 +244,14 @@ def compile_torch_tensorrt(
         raise UserError("torch-tensorrt compile supports fp32 and fp16 here; INT8 goes through the Q/DQ ONNX engine")
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    net = _TupleOutputs(deployment_model(model)).to(device, dtype).eval()
+    fused = deployment_model(model)
+    with torch.inference_mode():
+        names = tuple(flatten_outputs(fused(torch.zeros(1, 3, 64, 64))))
+    net = _TupleOutputs(fused, names).to(device, dtype).eval()
     inputs = [torch_tensorrt.Input((batch, 3, h, w), dtype=dtype)]
     params = inspect.signature(torch_tensorrt.dynamo.compile).parameters
     kwargs = {"use_explicit_typing": True} if "use_explicit_typing" in params else {"enabled_precisions": {dtype}}
-    return torch_tensorrt.compile(net, ir="dynamo", inputs=inputs, **kwargs)
+    return torch_tensorrt.compile(net, ir="dynamo", inputs=inputs, **kwargs), names
 
 
 class TorchTensorRTBackend:
@@ -242,7 +263,7 @@ class TorchTensorRTBackend:
     def __init__(
         self, model: nn.Module, imgsz: int = 640, batch: int = 1, precision: str = "fp16", device: str = "cuda:0"
     ) -> None:
-        self.module = compile_torch_tensorrt(model, imgsz, batch, precision, device)
+        self.module, self.output_names = compile_torch_tensorrt(model, imgsz, batch, precision, device)
         self.device = torch.device(device)
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.precision = precision
@@ -250,8 +271,9 @@ class TorchTensorRTBackend:
         self.input_name = INPUT_NAME
 
     @torch.inference_mode()
-    def run_torch(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.module(images.to(self.device, self.dtype, non_blocking=True)))
+    def run_torch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.output_names, self.module(images.to(self.device, self.dtype, non_blocking=True))))
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        return [o.float().cpu().numpy() for o in self.run_torch(torch.from_numpy(np.ascontiguousarray(batch)))]
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.run_torch(torch.from_numpy(np.ascontiguousarray(batch)))
+        return {n: o.float().cpu().numpy() for n, o in outs.items()}

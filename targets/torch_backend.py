@@ -9,9 +9,25 @@ import torch
 from torch import nn
 
 from rtmdet_edge.errors import UserError
-from targets import INPUT_NAME, OUTPUT_NAMES, dict_to_outputs
+from rtmdet_edge.models.outputs import flatten_outputs
+from targets import INPUT_NAME
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def available(precision: str) -> str | None:
+    """None when PyTorch can run `precision` here as a deployment path, else why not."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if torch.cuda.is_available():
+            return None
+        return "fp16 needs a CUDA device (PyTorch CPU fp16 convolutions are a slow fallback, not a deploy path)"
+    if precision == "bf16":
+        return "not measured for PyTorch; bf16 is measured on OpenVINO, the CPU deployment runtime"
+    if precision == "int8":
+        return "PyTorch eager has no INT8 CPU path for this model; the Q/DQ ONNX runs on onnxruntime/openvino"
+    return f"unknown precision {precision!r}"
 
 
 class TorchBackend:
@@ -52,18 +68,25 @@ class TorchBackend:
         self.precision = precision
         self.input_shape = (-1, 3, imgsz, imgsz)
         self.input_name = INPUT_NAME
-        self.output_names = OUTPUT_NAMES
         self.has_nms = False
+        self._output_names: tuple[str, ...] | None = None
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names __call__ returns; the head decides them, so ask the model once (a 64x64 forward)."""
+        if self._output_names is None:
+            probe = torch.zeros(1, 3, 64, 64, device=self.device, dtype=self.dtype)
+            self._output_names = tuple(self.run_torch(probe))
+        return self._output_names
 
     @torch.inference_mode()
-    def run_torch(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Tensor in, tensors out, on the backend's device (no host copies)."""
-        out = self.module(images.to(self.device, self.dtype, non_blocking=True))
-        return dict_to_outputs(out) if isinstance(out, dict) else list(out)
+    def run_torch(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Tensor in, {output name: tensor} out, on the backend's device (no host copies)."""
+        return flatten_outputs(self.module(images.to(self.device, self.dtype, non_blocking=True)))
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.run_torch(torch.from_numpy(np.ascontiguousarray(batch)))
-        return [o.float().cpu().numpy() for o in outs]
+        return {name: o.float().cpu().numpy() for name, o in outs.items()}
 
     def __repr__(self) -> str:
         return f"TorchBackend({type(self.model).__name__}, {self.name}, {self.precision}, {self.device})"

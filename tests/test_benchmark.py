@@ -16,12 +16,13 @@ from rtmdet_edge import UserError, build_model  # noqa: E402
 from rtmdet_edge.data import build_dataset  # noqa: E402
 from targets.benchmark import (  # noqa: E402
     INT8_REASON,
+    BenchmarkSettings,
     ModelFiles,
     add_arguments,
-    measure_memory,
     run_benchmark,
     unavailable_reason,
 )
+from targets.memory import measure_memory  # noqa: E402
 from targets.report import ROW_FIELDS, empty_row, markdown_table  # noqa: E402
 
 IMGSZ = 64
@@ -39,12 +40,9 @@ def report(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     dataset = build_dataset("synthetic:3", split="val", num_classes=NUM_CLASSES, imgsz=IMGSZ)
     # threads=1 keeps the test quick on a loaded 2-core machine; the CLI default is 2
-    return run_benchmark(
-        tiny_model,
-        dataset,
-        out,
-        targets=["torch", "onnxruntime", "openvino", "tensorrt"],
-        precisions=["fp32", "int8"],
+    settings = BenchmarkSettings(
+        targets=("torch", "onnxruntime", "openvino", "tensorrt"),
+        precisions=("fp32", "int8"),
         imgsz=IMGSZ,
         threads=1,
         warmup=1,
@@ -56,6 +54,12 @@ def report(tiny_model, tmp_path_factory):
         progress=False,
         command="pytest",
     )
+    threads_before = torch.get_num_threads()
+    tiny_model.train()  # the benchmark must leave the caller's model as it found it
+    report = run_benchmark(tiny_model, dataset, out, settings)
+    assert tiny_model.training and torch.get_num_threads() == threads_before
+    tiny_model.eval()
+    return report
 
 
 @pytest.mark.slow
@@ -99,8 +103,8 @@ def test_report_files_and_rows(report, tmp_path):
 @pytest.mark.slow
 def test_memory_probe_runs_in_a_fresh_process(report):
     models = Path(report["files"]["json"]).parent / "models"
-    files = ModelFiles(checkpoint=models / "model.pt", onnx=models / "model.onnx", xml=models / "model.xml")
-    mem = measure_memory("onnxruntime", "fp32", files, threads=1, imgsz=IMGSZ)
+    files = {"checkpoint": str(models / "model.pt"), "onnx": str(models / "model.onnx"), "xml": str(models / "model.xml")}
+    mem = measure_memory({"target": "onnxruntime", "precision": "fp32", "files": files, "threads": 1, "imgsz": IMGSZ})
     assert "error" not in mem, mem
     assert mem["peak_rss_mb"] >= mem["baseline_rss_mb"] > 50  # python + torch + onnxruntime alone are > 50 MB
     assert mem["model_rss_mb"] == pytest.approx(mem["peak_rss_mb"] - mem["baseline_rss_mb"])
@@ -124,10 +128,10 @@ def test_unavailable_reasons():
 def test_unknown_target_and_class_mismatch_are_user_errors(tiny_model, tmp_path):
     dataset = build_dataset("synthetic:2", split="val", num_classes=NUM_CLASSES, imgsz=IMGSZ)
     with pytest.raises(UserError, match="unknown target"):
-        run_benchmark(tiny_model, dataset, tmp_path, targets=["coreml"], imgsz=IMGSZ)
+        BenchmarkSettings(targets=("coreml",), imgsz=IMGSZ)
     other = build_dataset("synthetic:2", split="val", num_classes=NUM_CLASSES + 1, imgsz=IMGSZ)
     with pytest.raises(UserError, match="classes"):
-        run_benchmark(tiny_model, other, tmp_path, targets=["onnxruntime"], imgsz=IMGSZ)
+        run_benchmark(tiny_model, other, tmp_path, BenchmarkSettings(targets=("onnxruntime",), imgsz=IMGSZ))
 
 
 def test_markdown_lists_unavailable_rows_with_reasons():

@@ -6,14 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from targets.latency import LatencyResult, cuda_sync_for, measure_latency, percentile, summarize, time_calls
+from targets.latency import LatencyResult, cuda_sync_for, measure_latencies, measure_latency, summarize, time_calls
 
 
-def test_percentile_matches_numpy():
-    rng = np.random.default_rng(0)
-    values = rng.exponential(size=37).tolist()
-    for q in (0, 10, 50, 90, 100):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+def test_summary_percentiles_are_numpys():
+    values = np.random.default_rng(0).exponential(size=37).tolist()
+    r = summarize(values)
+    assert r.median_ms == pytest.approx(np.median(values)) and r.p90_ms == pytest.approx(np.percentile(values, 90))
+
+
+def test_measure_latencies_interleaves_rounds():
+    events = []
+    calls = {"a": (lambda: events.append("a"), ()), "b": (lambda x: events.append(x), ("b",))}
+    results = measure_latencies(calls, warmup=1, runs=4, rounds=2, items_per_call={"b": 8})
+    assert events == ["a", "b"] + ["a", "a", "b", "b"] * 2  # warm-up each, then 2 rounds of 2 runs each
+    assert results["a"].runs == 4 and results["b"].runs == 4 and results["a"].warmup == 1
+    assert results["b"].fps == pytest.approx(8 * 1000 / results["b"].median_ms)
 
 
 def test_summarize_statistics_and_fps():

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from rtmdet_edge.classes import default_class_names
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.model import RTMDet, build_model
 from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
-from rtmdet_edge.inference.preprocess import normalize, normalize_numpy, preprocess
+from rtmdet_edge.inference.preprocess import LetterboxMeta, normalize, normalize_numpy, preprocess
+from rtmdet_edge.models.outputs import group_outputs
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 
@@ -41,7 +44,8 @@ class Detector:
 
     Args:
         weights_or_model: an RTMDet module, a checkpoint path (.pth: this project's, official or bare state dict),
-            or an exported model (.onnx, .xml, .engine) for the matching backend.
+            an exported model (.onnx, .xml, .engine) for the matching backend, or a ready targets.Backend (e.g. one
+            `benchmark` already built; `backend` is then ignored).
         imgsz: network input size (square letterbox, long side resized to it).
         backend: "torch", "torch-compile", "onnxruntime", "openvino" or "tensorrt".
         postprocess: "official" (score 0.001, nms_pre 30000, IoU 0.65, 300 boxes), "deploy" (0.3, 1000, 0.65, 100)
@@ -49,6 +53,11 @@ class Detector:
         model: preset name, needed for a bare state dict whose architecture cannot be inferred.
         num_classes / class_names: override what the checkpoint says.
         backend_options: passed to the backend loader (e.g. precision="bf16" for OpenVINO).
+
+    Post-processing next to another runtime (ONNX Runtime, OpenVINO, TensorRT) runs on one torch thread
+    (`post_threads`). With torch's default pool its OpenMP workers keep spinning for milliseconds after each
+    decode/NMS, on the cores the runtime's own threads need for the next image, and the runtime's threads do the
+    same to decode/NMS: on 2 threads that cost more than pre + post themselves (benchmarks/e2e_overhead.py).
     """
 
     def __init__(
@@ -77,8 +86,16 @@ class Detector:
         self.device = resolve_device(device)
         self.model: nn.Module | None = None
         self.backend = None
+        self.post_threads: int | None = None  # torch threads for decode/NMS (None: leave torch's setting)
         names = list(class_names) if class_names is not None else None
 
+        if _is_backend(weights_or_model):
+            self.backend = weights_or_model
+            self.backend_name = weights_or_model.name
+            self.class_names = names or default_class_names(num_classes or 80)
+            self.strides = tuple(getattr(weights_or_model, "strides", (8, 16, 32)))
+            self.post_threads = None if self.backend_name.startswith("torch") else 1
+            return
         if isinstance(weights_or_model, nn.Module):
             self.model = weights_or_model
         else:
@@ -103,6 +120,7 @@ class Detector:
             shape = tuple(getattr(self.backend, "input_shape", ()) or ())
             if len(shape) == 4 and shape[2] > 0 and shape[3] > 0:  # a static model file knows its own input size
                 self.imgsz = (int(shape[2]), int(shape[3])) if shape[2] != shape[3] else int(shape[2])
+            self.post_threads = None if backend.startswith("torch") else 1
         self.class_names = names or default_class_names(num)
         self.strides = tuple(getattr(self.model, "strides", (8, 16, 32)))
 
@@ -115,9 +133,7 @@ class Detector:
     def infer_raw(self, batch_uint8: np.ndarray) -> dict[str, list[torch.Tensor]]:
         """Letterboxed uint8 batch [B,S,S,3] -> raw outputs (torch tensors on the CPU or the model's device)."""
         if self.backend is not None:
-            from targets import outputs_to_dict
-
-            return outputs_to_dict(self.backend(normalize_numpy(batch_uint8)))
+            return group_outputs(self.backend(normalize_numpy(batch_uint8)))
         assert self.model is not None
         x = normalize(torch.from_numpy(batch_uint8).to(self.device))
         return self.model(x)
@@ -134,15 +150,37 @@ class Detector:
 
             dets = [d.numpy() for d in nms_outputs_to_detections(self.backend(normalize_numpy(batch)), metas)]
             return dets[0] if single else dets
-        outputs = self.infer_raw(batch)
-        if "mask_feat" in outputs:  # RTMDet-Ins: boxes, then masks of the kept instances in original pixels
-            from rtmdet_edge.inference.postprocess_ins import INS_PRESETS, postprocess_ins
-
-            cfg = INS_PRESETS[self.post_preset] if self.post_preset else self.post_cfg
-            dets = [d.numpy() for d in postprocess_ins(outputs, metas, cfg, self.strides)]
-            return dets[0] if single else dets
-        dets = [d.numpy() for d in postprocess(outputs, metas, self.post_cfg, self.strides)]
+        dets = [d.numpy() for d in self.postprocess_raw(self.infer_raw(batch), metas)]
         return dets[0] if single else dets
+
+    def postprocess_raw(self, outputs: dict[str, list[torch.Tensor]], metas: Sequence[LetterboxMeta]) -> list[Detections]:
+        """Grouped raw outputs -> Detections per image, with this detector's settings and post_threads."""
+        with _torch_threads(self.post_threads):
+            if "mask_feat" in outputs:  # RTMDet-Ins: boxes, then masks of the kept instances in original pixels
+                from rtmdet_edge.inference.postprocess_ins import INS_PRESETS, postprocess_ins
+
+                cfg = INS_PRESETS[self.post_preset] if self.post_preset else self.post_cfg
+                return postprocess_ins(outputs, metas, cfg, self.strides)
+            return postprocess(outputs, metas, self.post_cfg, self.strides)
+
+
+@contextlib.contextmanager
+def _torch_threads(num: int | None) -> Iterator[None]:
+    """Run a block on `num` torch threads (None: unchanged), restoring the previous count."""
+    before = torch.get_num_threads()
+    if num is None or num == before:
+        yield
+        return
+    torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _is_backend(obj: object) -> bool:
+    """A targets.Backend instance (duck-typed: this package does not import targets unless a backend is asked for)."""
+    return not isinstance(obj, (nn.Module, str, os.PathLike)) and callable(obj) and hasattr(obj, "input_shape")
 
 
 __all__ = ["BACKENDS", "Detector", "RTMDet", "resolve_device"]

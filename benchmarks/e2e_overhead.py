@@ -1,0 +1,158 @@
+"""Does the `Detector` stay close to the model's own latency on ONNX Runtime and OpenVINO? (issue 9: at most +15%)
+
+For rtmdet-tiny at 640 with the benchmark's defaults (2 threads, deploy post-processing) on one real image
+(shared/data/video/demo.jpg; a synthetic one when it is absent), per runtime: the model call alone, and the
+`Detector` around the very same backend (letterbox + normalise + model + decode/NMS). Two Detector settings run side
+by side in the same interleaved rounds:
+
+- `now`: what the package does (ONNX Runtime stops its pool spinning when a run returns; decode/NMS on one torch
+  thread next to another runtime);
+- `before`: the previous behaviour (ORT threads keep spinning after the run; decode/NMS on torch's 2 OpenMP threads),
+  in which each runtime's idle threads spun on the cores the other needed.
+
+The ratio e2e / model-only is what matters; all loops run interleaved, so load from other users of a shared machine
+hits them alike (the report records the load average). Pass --int8-onnx for the INT8 rows (a Q/DQ ONNX from
+`rtmdet-edge quantize`).
+
+    python benchmarks/e2e_overhead.py      # writes benchmarks/results/e2e_overhead.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# recorded as found: benchmarks/inference.py (imported below) sets PASSIVE for its own runs, too late to matter here
+OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "default (active)")
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from inference import load_benchmark_model, load_image  # noqa: E402
+
+from rtmdet_edge.inference.detector import Detector  # noqa: E402
+from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess  # noqa: E402
+from targets import load_backend  # noqa: E402
+from targets.export import export_onnx  # noqa: E402
+from targets.latency import cpu_name, measure_latencies  # noqa: E402
+
+BUDGET = 0.15  # e2e may add at most 15% to the model-only latency
+
+
+def backends(onnx_path: Path, xml_path: Path, int8_onnx: str | None, threads: int) -> dict[str, dict[str, Any]]:
+    """{row: {"now": backend, "before": backend}}: the before-variant differs only in ORT's spin-after-run."""
+    rows: dict[str, dict[str, Any]] = {}
+    sources = {"fp32": (onnx_path, xml_path)}
+    if int8_onnx:
+        sources["int8"] = (Path(int8_onnx), Path(int8_onnx))
+    for precision, (onnx_file, ov_file) in sources.items():
+        ort_now = load_backend(onnx_file, name="onnxruntime", num_threads=threads)
+        ort_before = load_backend(onnx_file, name="onnxruntime", num_threads=threads, spin_after_run=True)
+        rows[f"onnxruntime {precision}"] = {"now": ort_now, "before": ort_before}
+        ov = load_backend(ov_file, name="openvino", num_threads=threads, hint="latency", precision="fp32")
+        rows[f"openvino {precision}"] = {"now": ov, "before": ov}
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="rtmdet-tiny", help="preset (default: %(default)s)")
+    parser.add_argument("--imgsz", type=int, default=640, help="input size (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per loop (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per loop (default: %(default)s)")
+    parser.add_argument("--int8-onnx", help="a Q/DQ ONNX of the same model for the INT8 rows")
+    parser.add_argument("--int8-note", help="how that Q/DQ ONNX was made (printed under the table)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results"), help="output folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, weights = load_benchmark_model(args.model)
+    image, image_source = load_image()
+    with tempfile.TemporaryDirectory(prefix="e2e_overhead_") as tmp:
+        from targets.openvino import convert_to_openvino
+
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", args.imgsz)
+        xml_path = convert_to_openvino(onnx_path, Path(tmp) / "model.xml")
+        rows = backends(onnx_path, xml_path, args.int8_onnx, args.threads)
+        batch = normalize_numpy(preprocess([image], args.imgsz)[0])
+        calls = {}
+        for row, variants in rows.items():
+            calls[f"{row} | model"] = (variants["now"], (batch,))
+            for variant, backend in variants.items():
+                det = Detector(backend, imgsz=args.imgsz, postprocess="deploy")
+                if variant == "before":
+                    det.post_threads = None  # decode/NMS on torch's own thread count, as before
+                calls[f"{row} | e2e {variant}"] = (det, (image,))
+        stats = measure_latencies(calls, args.warmup, args.runs, args.rounds)
+    results = []
+    for row in rows:
+        model_ms = stats[f"{row} | model"].median_ms
+        entry = {"row": row, "model_ms": model_ms}
+        for variant in ("now", "before"):
+            e2e_ms = stats[f"{row} | e2e {variant}"].median_ms
+            entry[f"e2e_{variant}_ms"] = e2e_ms
+            entry[f"overhead_{variant}"] = e2e_ms / model_ms - 1.0
+        entry["within_budget"] = entry["overhead_now"] <= BUDGET
+        results.append(entry)
+        print(f"{row}: model {model_ms:.1f} ms, e2e {entry['e2e_now_ms']:.1f} ms (+{100 * entry['overhead_now']:.1f}%), "
+              f"before {entry['e2e_before_ms']:.1f} ms (+{100 * entry['overhead_before']:.1f}%)")
+    load = list(os.getloadavg())
+    report = {
+        "what": "Detector end to end vs the model call alone, same backend, interleaved rounds (median ms)",
+        "model": args.model,
+        "weights": weights,
+        "image": image_source,
+        "imgsz": args.imgsz,
+        "threads": args.threads,
+        "runs": args.runs,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "omp_wait_policy": OMP_WAIT_POLICY,
+        "budget": BUDGET,
+        "cpu": cpu_name(),
+        "load_average_at_end": load,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "timings": {k: v.to_dict() for k, v in stats.items()},
+        "results": results,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "e2e_overhead.json").write_text(json.dumps(report, indent=1))
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/e2e_overhead.py" + (" " + " ".join(argv) if argv else "")
+    lines = [
+        f"{args.model} at {args.imgsz}, {args.threads} threads, deploy post-processing, image {image_source}; median of "
+        f"{args.runs} runs per loop in {args.rounds} interleaved rounds after {args.warmup} warm-up runs. CPU: "
+        f"{cpu_name()}, load average {load[0]:.1f} at the end (a shared, loaded machine: absolute times are slow, "
+        f"compare the ratios). Budget: end to end <= model + {100 * BUDGET:.0f}%.",
+        "",
+        "| runtime | model only (ms) | Detector end to end (ms) | overhead | before the fix: end to end (ms) | overhead |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for e in results:
+        lines.append(
+            f"| {e['row']} | {e['model_ms']:.1f} | {e['e2e_now_ms']:.1f} | {100 * e['overhead_now']:+.1f}% "
+            f"| {e['e2e_before_ms']:.1f} | {100 * e['overhead_before']:+.1f}% |"
+        )
+    if args.int8_onnx:
+        lines += ["", f"INT8 rows: the Q/DQ ONNX `{Path(args.int8_onnx).name}` ({args.int8_note or 'given by --int8-onnx'})."]
+    else:
+        lines += ["", "INT8 rows: not measured in this run (pass --int8-onnx with a Q/DQ ONNX from `rtmdet-edge quantize`)."]
+    lines += ["", f"Produced by `{command}`."]
+    (out / "e2e_overhead.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
