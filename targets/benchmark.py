@@ -22,7 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from targets.report import empty_row, write_report
 
 TARGETS = ("torch", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-INT8_REASON = "needs a quantized Q/DQ ONNX (make one with `rtmdet-edge quantize`, then pass --int8-onnx)"
+INT8_REASON = "no INT8 model: run with --data for calibration (the default recipe quantizes) or pass --int8-onnx"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ class BenchmarkSettings:
     throughput_batch: int = 8
     max_images: int | None = None  # evaluate on the first N images (None: all)
     parity_images: int = 4
-    int8_onnx: str | None = None  # a Q/DQ ONNX (from `rtmdet-edge quantize`) for the int8 rows
+    int8_onnx: str | None = None  # a Q/DQ ONNX (from `rtmdet-edge quantize`) for the int8 rows of every target
+    # per target, the INT8 model its default recipe made (nncf IR for openvino, Q/DQ ONNX otherwise): (target, path)
+    int8_models: tuple[tuple[str, str], ...] = ()
     memory: bool = True  # peak memory per row in a fresh process
     models_dir: str | None = None  # where exported files go (None: OUT/models)
     eval_cfg: PostprocessConfig = OFFICIAL
@@ -93,12 +95,16 @@ class ModelFiles:
     onnx_batch: Path | None = None  # fp32, static batch B for throughput (None when B is 1)
     xml_batch: Path | None = None
     int8_onnx: Path | None = None
+    int8_by_target: dict[str, Path] = field(default_factory=dict)
+
+    def int8_for(self, target: str) -> Path | None:
+        return self.int8_by_target.get(target) or self.int8_onnx
 
 
 def unavailable_reason(target: str, precision: str, files: ModelFiles | None = None) -> str | None:
     """Why target x precision cannot be measured here (the backend's own answer, then the int8 file), or None."""
     reason = backend_available(target, precision)
-    if reason is None and precision == "int8" and (files is None or files.int8_onnx is None):
+    if reason is None and precision == "int8" and (files is None or files.int8_for(target) is None):
         return INT8_REASON
     return reason
 
@@ -122,9 +128,9 @@ def open_backend(
     model: the in-memory PyTorch model for the torch rows (loaded from files.checkpoint when None).
     """
     if precision == "int8":
-        if files.int8_onnx is None:
+        source = files.int8_for(target)
+        if source is None:
             raise UserError(INT8_REASON)
-        source = files.int8_onnx
     elif target == "torch":
         source = model if model is not None else files.checkpoint
     else:
@@ -307,6 +313,7 @@ def prepare_files(model: nn.Module, out_dir: Path, settings: BenchmarkSettings) 
         files.xml = convert_to_openvino(files.onnx, files.onnx.with_suffix(".xml"))
         if files.onnx_batch is not None:
             files.xml_batch = convert_to_openvino(files.onnx_batch, files.onnx_batch.with_suffix(".xml"))
+    files.int8_by_target = {t: Path(p) for t, p in settings.int8_models}
     if settings.int8_onnx is not None:
         files.int8_onnx = Path(settings.int8_onnx)
         if not files.int8_onnx.is_file():
@@ -443,7 +450,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=d.runs, help="timed calls per latency")
     parser.add_argument("--batch", type=int, default=d.throughput_batch, help="batch size for throughput")
     parser.add_argument("--max-images", type=int, help="evaluate on the first N validation images (None: all)")
-    parser.add_argument("--int8-onnx", help="a quantized Q/DQ ONNX (from `rtmdet-edge quantize`) for the int8 rows")
+    parser.add_argument("--int8-onnx", help="a quantized Q/DQ ONNX (from `rtmdet-edge quantize`) for the int8 rows "
+                        "(default: quantize with each target's default recipe: nncf for openvino, onnxruntime for "
+                        "onnxruntime, tensorrt for tensorrt)")  # fmt: skip
+    parser.add_argument("--calib-size", type=int, default=64, help="calibration images (train split of --data) for "
+                        "the default INT8 recipes")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip the per-row peak-memory subprocess")
     parser.add_argument("--models-dir", help="where the exported model files go (None: OUT/models)")
 
@@ -458,6 +469,22 @@ def load_model_for_benchmark(weights: str | None, model_name: str | None) -> nn.
         warnings.warn(f"no --weights: {model_name} with random weights; latency is real, mAP is meaningless")
         return model
     raise UserError("benchmark needs --weights (or --model for a random-weight speed test)")
+
+
+def default_int8_models(model: nn.Module, settings: BenchmarkSettings, args: argparse.Namespace) -> tuple:
+    """Each int8-capable target's model from its default recipe (quant.ptq.DEFAULT_RECIPE), calibrated on the train
+    split of --data. The command reaches into quant/ here, at its entry point: the targets library itself does not."""
+    from quant import default_int8_artifact, load_calibration
+
+    wanted = [t for t in settings.targets if t != "torch" and backend_available(t, "int8") is None]
+    if not wanted:
+        return ()
+    calib = load_calibration(args.data, args.images, args.calib_size, settings.imgsz)
+    models_dir = Path(settings.models_dir) if settings.models_dir else Path(args.out) / "models"
+    return tuple(
+        (t, str(default_int8_artifact(t, model, calib, settings.imgsz, out_dir=models_dir / f"int8_{t}")))
+        for t in tqdm(wanted, desc="int8 (default recipes)", disable=not settings.progress)
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -481,14 +508,16 @@ def run(args: argparse.Namespace) -> int:
         command="rtmdet-edge benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None,
     )
     model = load_model_for_benchmark(args.weights, args.model)
-    synthetic = str(args.data).startswith("synthetic")
+    synthetic = str(args.data).split(":", 1)[0] in ("synthetic", "study")
     dataset = build_dataset(
         args.data,
         images=args.images,
         split="val",
-        num_classes=model.num_classes if synthetic and model.num_classes <= 12 else None,
+        num_classes=model.num_classes if synthetic else None,
         imgsz=args.imgsz,
     )
+    if "int8" in settings.precisions and args.int8_onnx is None:
+        settings = replace(settings, int8_models=default_int8_models(model, settings, args))
     report = run_benchmark(model, dataset, args.out, settings)
     print(markdown_table(report["rows"]))
     print(f"wrote {', '.join(report['files'].values())}")

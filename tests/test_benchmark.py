@@ -159,3 +159,23 @@ def test_cli_defaults():
     assert args.targets == ["onnxruntime", "openvino"] and args.precision == ["fp32", "bf16"]
     assert args.threads == 2 and args.imgsz == 640 and args.data == "synthetic"
     assert np.isclose(args.runs, 50) and args.warmup == 10
+
+
+@pytest.mark.slow
+def test_int8_rows_from_the_default_recipes(tmp_path, one_thread) -> None:
+    """Without --int8-onnx, `benchmark --precision int8` quantizes with each target's default recipe."""
+    import json
+
+    from rtmdet_edge.cli import main
+
+    out = tmp_path / "bench"
+    rc = main(["benchmark", "--model", "rtmdet-tiny", "--targets", "onnxruntime,openvino", "--precision", "fp32,int8",
+               "--data", "synthetic:8", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--batch", "1", "--no-memory",
+               "--calib-size", "8", "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = {(r["target"], r["precision"]): r for r in json.loads((out / "report.json").read_text())["rows"]}
+    for target in ("onnxruntime", "openvino"):
+        int8 = rows[(target, "int8")]
+        assert int8["available"], int8
+        assert int8["model_size_mb"] < rows[(target, "fp32")]["model_size_mb"] / 2  # int8 weights
+    assert (out / "models" / "int8_openvino").is_dir() and (out / "models" / "int8_onnxruntime").is_dir()
