@@ -80,9 +80,15 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
     from targets import INPUT_NAME
     from targets.export import _RawOutputs
 
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     qmodel = qmodel.eval()
+    # NNCF exports OpenVINO's FakeQuantize by default; ONNX Runtime and TensorRT need QuantizeLinear/DequantizeLinear
+    for m in qmodel.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
     dummy = torch.zeros(1, 3, imgsz, imgsz)
     with torch.no_grad():
         names = output_names(qmodel(dummy))
