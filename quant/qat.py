@@ -109,15 +109,14 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
 
 
 def _save(path: Path, qmodel: nn.Module, ema, optimizer, epoch: int, extra: dict) -> None:
-    import nncf.torch
-
+    """Tensors and plain containers only (checkpoints load with weights_only=True); resuming re-runs `prepare`, which
+    rebuilds the same quantizer layout from the same calibration images, then loads this state."""
     from rtmdet_edge.checkpoint import save_checkpoint
 
     save_checkpoint(
         path,
         {
             "qat": True,
-            "nncf_config": nncf.torch.get_config(qmodel),
             "model": qmodel.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(),
