@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -66,6 +67,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--with-s8s8", action="store_true", help="also time the S8S8 onnxruntime graph")
+    p.add_argument(
+        "--work", default=None, help="folder for the quantized models; existing ones are reused (timing only)"
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,11 +85,23 @@ def main() -> int:
         from _quant_helpers import lively_model
 
         model = lively_model(args.model, num_classes=80, imgsz=args.imgsz)
-    work = Path(tempfile.mkdtemp(prefix="int8_speed_"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="int8_speed_"))
     calib = load_calibration("synthetic", None, args.calib_size, args.imgsz)
     t0 = time.perf_counter()
-    ort_q = ptq(model, calib, recipe="onnxruntime", out_dir=work / "ort", imgsz=args.imgsz, check_kernels=False)
-    nncf_q = ptq(model, calib, recipe="nncf", out_dir=work / "nncf", imgsz=args.imgsz, check_kernels=False)
+
+    def quantized(name: str, recipe: str, settings: QuantSettings | None = None) -> SimpleNamespace:
+        folder = work / name
+        fp32, qdq = folder / "model_fp32.onnx", folder / f"model_int8_{recipe}.onnx"
+        xml = folder / f"model_int8_{recipe}.xml"
+        if not qdq.is_file():
+            r = ptq(
+                model, calib, recipe=recipe, settings=settings, out_dir=folder, imgsz=args.imgsz, check_kernels=False
+            )
+            fp32, qdq, xml = r.fp32_onnx, r.qdq_onnx, r.openvino_xml
+        return SimpleNamespace(fp32_onnx=fp32, qdq_onnx=qdq, openvino_xml=xml)
+
+    ort_q = quantized("ort", "onnxruntime")
+    nncf_q = quantized("nncf", "nncf")
     models = {
         ("onnxruntime", "fp32"): ort_session(ort_q.fp32_onnx, args.threads),
         ("onnxruntime", "int8 (U8S8, onnxruntime recipe)"): ort_session(ort_q.qdq_onnx, args.threads),
@@ -98,15 +114,7 @@ def main() -> int:
         ("openvino", "int8 (nncf recipe)"): openvino_kernels(nncf_q.openvino_xml, args.threads),
     }
     if args.with_s8s8:
-        s8 = ptq(
-            model,
-            calib,
-            recipe="onnxruntime",
-            settings=QuantSettings(activation_type="s8"),
-            out_dir=work / "s8",
-            imgsz=args.imgsz,
-            check_kernels=False,
-        )
+        s8 = quantized("s8", "onnxruntime", QuantSettings(activation_type="s8"))
         models[("onnxruntime", "int8 (S8S8)")] = ort_session(s8.qdq_onnx, args.threads)
         kernels[("onnxruntime", "int8 (S8S8)")] = onnxruntime_kernels(s8.qdq_onnx)
     quantize_s = time.perf_counter() - t0

@@ -80,9 +80,15 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
     from targets import INPUT_NAME
     from targets.export import _RawOutputs
 
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     qmodel = qmodel.eval()
+    # NNCF exports OpenVINO's FakeQuantize by default; ONNX Runtime and TensorRT need QuantizeLinear/DequantizeLinear
+    for m in qmodel.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
     dummy = torch.zeros(1, 3, imgsz, imgsz)
     with torch.no_grad():
         names = output_names(qmodel(dummy))
@@ -103,15 +109,14 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
 
 
 def _save(path: Path, qmodel: nn.Module, ema, optimizer, epoch: int, extra: dict) -> None:
-    import nncf.torch
-
+    """Tensors and plain containers only (checkpoints load with weights_only=True); resuming re-runs `prepare`, which
+    rebuilds the same quantizer layout from the same calibration images, then loads this state."""
     from rtmdet_edge.checkpoint import save_checkpoint
 
     save_checkpoint(
         path,
         {
             "qat": True,
-            "nncf_config": nncf.torch.get_config(qmodel),
             "model": qmodel.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(),
