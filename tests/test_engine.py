@@ -119,3 +119,55 @@ def test_tiny_model_overfits_eight_synthetic_images():
     assert result.metrics["AP50"] >= 0.9, (result.metrics, elapsed)
     # 2-minute target on an idle 2-core CPU (measured 100-150 s); the bound leaves room for a shared, loaded machine
     assert elapsed < 240, f"training took {elapsed:.0f} s"
+
+
+def test_channels_last_step_equals_nchw_step_to_float_rounding():
+    """channels_last (the train default) changes only the memory layout: same losses and updates within rounding."""
+    import copy
+
+    torch.set_num_threads(2)
+    model, criterion, optimizer, scaler = _setup()
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    nhwc_opt = build_optimizer(nhwc, 1e-3)
+    batch = _batches(1)
+    a = train_one_epoch(model, criterion, batch, optimizer, scaler, None, lambda s: 1e-3, 0, iters_per_epoch=1,
+                        show_progress=False)  # fmt: skip
+    b = train_one_epoch(nhwc, criterion, batch, nhwc_opt, scaler, None, lambda s: 1e-3, 0, iters_per_epoch=1,
+                        show_progress=False, channels_last=True)  # fmt: skip
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    # Gradients, not updated weights: Adam's first step is ~lr * sign(grad), so a near-zero gradient whose rounding
+    # flips sign moves a weight by 2 lr under either layout.
+    for (k, p), q in zip(model.named_parameters(), nhwc.parameters()):
+        scale = float(p.grad.abs().max()) + 1e-12
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-3 * scale, msg=lambda m: f"{k}: {m}")
+    assert 0.0 <= a["data_wait_share"] < 1.0 and a["data_wait_s"] >= 0.0
+
+
+def test_bf16_autocast_step_keeps_the_loss_in_float32():
+    torch.set_num_threads(2)
+    model, criterion, optimizer, scaler = _setup()
+    seen = {}
+
+    def spy(outputs, targets):
+        seen["dtype"] = outputs["cls_scores"][0].dtype
+        return criterion(outputs, targets)
+
+    stats = train_one_epoch(model, spy, _batches(1), optimizer, scaler, None, lambda s: 1e-3, 0, iters_per_epoch=1,
+                            show_progress=False, amp_dtype=torch.bfloat16)  # fmt: skip
+    assert seen["dtype"] == torch.float32
+    assert stats["iters"] == 1 and torch.isfinite(torch.tensor(stats["loss"]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_resolve_amp():
+    from rtmdet_edge.config import TrainConfig
+    from rtmdet_edge.errors import UserError
+    from rtmdet_edge.training.train import resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp(TrainConfig(), cpu) is None  # auto: no autocast on CPU
+    assert resolve_amp(TrainConfig(amp_dtype="bf16"), cpu) == torch.bfloat16
+    assert resolve_amp(TrainConfig(amp_dtype="bf16", amp=False), cpu) is None  # --no-amp wins
+    with pytest.raises(UserError):
+        resolve_amp(TrainConfig(amp_dtype="fp16"), cpu)

@@ -36,7 +36,7 @@ log = logging.getLogger("rtmdet_edge.training.train")
 
 METRIC_COLUMNS = (
     "epoch", "stage", "lr", "loss", "loss_cls", "loss_bbox", "grad_norm", "num_pos", "skipped_iters", "epoch_time_s",
-    "AP", "AP50", "AP75", "APs", "APm", "APl",
+    "data_wait_share", "AP", "AP50", "AP75", "APs", "APm", "APl",
 )  # fmt: skip
 
 
@@ -67,7 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--eval-interval", type=int, default=d.eval_interval, help="evaluate EMA weights every N epochs (0: never)")
     a("--save-interval-iters", type=int, default=0, help="also write last.pth every N iterations mid-epoch (0: off)")
     a("--val-batch", type=int, default=d.val_batch, help=f"validation batch size (default: {d.val_batch})")
-    a("--no-amp", action="store_true", help="disable mixed precision on CUDA (AMP is never used on CPU)")
+    a("--no-amp", action="store_true", help="disable mixed precision (same as --amp off)")
+    a("--amp", dest="amp_dtype", choices=("auto", "off", "fp16", "bf16"), default=d.amp_dtype,
+      help="autocast dtype of the forward: auto = fp16 + GradScaler on CUDA, none on CPU; bf16 on CPU needs "
+           "AVX512-BF16/AMX to be fast (default: auto)")
+    a("--no-channels-last", dest="channels_last", action="store_false",
+      help="keep NCHW activations (default: channels_last, faster on CPU and GPU)")
+    a("--compile", action="store_true", help="torch.compile the model (first iterations are slow while it compiles)")
     a("--max-grad-norm", type=float, default=None, help="clip gradients to this norm (default: no clipping, as official)")
     a("--stop-after-iters", type=int, default=None, help=argparse.SUPPRESS)  # test hook: exit as if killed
 
@@ -96,6 +102,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         save_interval_iters=args.save_interval_iters,
         val_batch=args.val_batch,
         amp=not args.no_amp,
+        amp_dtype=args.amp_dtype,
+        channels_last=args.channels_last,
+        compile=args.compile,
         max_grad_norm=args.max_grad_norm,
         resume=args.resume,
         stop_after_iters=args.stop_after_iters,
@@ -128,6 +137,24 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
+
+
+def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for the forward pass, or None for full float32."""
+    choice = "off" if not cfg.amp else cfg.amp_dtype
+    if choice == "off" or (choice == "auto" and device.type != "cuda"):
+        return None
+    if choice in ("auto", "fp16"):
+        if device.type != "cuda":
+            raise UserError("--amp fp16 needs a CUDA device (CPU float16 convolutions are a slow fallback); use --amp bf16")
+        return torch.float16
+    if choice == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use --amp fp16")
+        if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.warning("--amp bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); it runs, but slower than fp32")
+        return torch.bfloat16
+    raise UserError(f"--amp must be auto, off, fp16 or bf16, got {choice!r}")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -263,6 +290,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
 
     # model
     model = build_model(cfg.model, num_classes=train_set.num_classes, block=cfg.block).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     criterion = build_criterion(model)
     if world_size > 1 and device.type == "cuda":
         # Official: SyncBN when world_size > 1. torch's SyncBatchNorm is CUDA-only; on CPU (gloo) each rank normalises
@@ -271,6 +300,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     raw_model = model
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)  # raw_model keeps the eager module for EMA, checkpoints and evaluation
 
     # optimizer, schedule, EMA, AMP
     lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch)
@@ -284,7 +315,9 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         min_lr_ratio=cfg.min_lr_ratio,
     )
     ema = ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    amp_dtype = resolve_amp(cfg, device)
+    # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     stage2_epoch = cfg.epochs - cfg.resolved_stage2_epochs()
     log.info(
         "%s on %s: %d images, %d classes, %d processes x batch %d, %d iters/epoch, lr %.3g, warm-up %d iters, "
@@ -345,7 +378,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             iters_per_epoch=iters_per_epoch, start_iter=skip, device=device, max_grad_norm=cfg.max_grad_norm,
             max_nonfinite_steps=cfg.max_nonfinite_steps, save_every_iters=cfg.save_interval_iters,
             save_fn=lambda i, e=epoch: save("last.pth", e, i + 1), stop_after_iters=cfg.stop_after_iters,
-            show_progress=is_main,
+            show_progress=is_main, amp_dtype=amp_dtype, channels_last=cfg.channels_last,
         )  # fmt: skip
         if world_size > 1 and device.type != "cuda":
             # Plain BN on CPU: the last forward left each rank its own running statistics; take rank 0's everywhere.
