@@ -171,3 +171,22 @@ def test_resolve_amp():
     assert resolve_amp(TrainConfig(amp_dtype="bf16", amp=False), cpu) is None  # --no-amp wins
     with pytest.raises(UserError):
         resolve_amp(TrainConfig(amp_dtype="fp16"), cpu)
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_eight_synthetic_images_with_bf16_autocast():
+    """The same overfit as the fp32 test above, with the forward under CPU bfloat16 autocast (`--amp bf16`); the loss
+    and the assigner stay in float32. No time bound: on CPUs without AVX512-BF16/AMX bf16 is emulated and slower."""
+    torch.set_num_threads(2)
+    imgsz, iters, lr = 160, 200, 0.004
+    ds = SyntheticDataset(8, 3, imgsz, max_objects=4, transforms=build_test_pipeline(imgsz))
+    batch = collate_train([ds[i] for i in range(8)])
+    model, criterion, optimizer, scaler = _setup(num_classes=3, lr=lr)
+    model = model.to(memory_format=torch.channels_last)
+    ema = ModelEMA(model)
+    schedule = LRSchedule(base_lr=lr, iters_per_epoch=1, max_epochs=iters, warmup_iters=iters // 10)
+    for it in range(iters):
+        train_one_epoch(model, criterion, [batch], optimizer, scaler, ema, schedule, it, iters_per_epoch=1,
+                        show_progress=False, amp_dtype=torch.bfloat16, channels_last=True)  # fmt: skip
+    result = evaluate(ema.module, ds, imgsz=imgsz, show_progress=False)
+    assert result.metrics["AP50"] >= 0.9, result.metrics
