@@ -273,6 +273,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     setup_logging(out, is_main)
     seed_everything(cfg.seed + rank, cfg.deterministic)
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed train size after Mosaic/RandomCrop: autotune each conv once
     if cfg.batch % world_size:
         raise UserError(f"--batch {cfg.batch} is not divisible by the {world_size} processes")
     batch_per_rank = cfg.batch // world_size
