@@ -51,7 +51,8 @@ def synthetic_batch(batch: int, imgsz: int, num_classes: int, seed: int = 0):
     for _ in range(batch):
         xy = torch.rand(10, 2, generator=g) * imgsz * 0.7
         wh = torch.rand(10, 2, generator=g) * imgsz * 0.3 + 8
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, num_classes, (10,), generator=g)})
+        labels = torch.randint(0, num_classes, (10,), generator=g)
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": labels})
     return images, targets
 
 
@@ -256,7 +257,7 @@ def markdown(report: dict) -> str:
         ratio = f"{r['vs_official']:.2f}x" if r["vs_official"] else "-"
         lines.append(f"| {r['variant']} | {device} | {r['imgsz']} | {r['median_s_per_iter']:.3f} | "
                      f"{r['images_per_s']:.2f} | {ratio} |")  # fmt: skip
-    lines += ["", "Where our step's time goes (median seconds per phase; backward includes zero_grad and the grad norm):",
+    lines += ["", "Where our step's time goes (median seconds per phase; backward includes zero_grad and grad norm):",
               "", "| variant | imgsz | " + " | ".join(PHASES) + " |", "|---|---:|" + "---:|" * len(PHASES)]  # fmt: skip
     for r in report["rows"]:
         if "phases_s" in r:

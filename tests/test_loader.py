@@ -1,4 +1,4 @@
-"""Train loader: persistent workers (CUDA default) draw exactly the augmentations of the in-process loader, per epoch."""
+"""Train loader: persistent workers (the CUDA default) draw exactly the in-process loader's augmentations, per epoch."""
 
 from __future__ import annotations
 

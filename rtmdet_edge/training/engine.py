@@ -93,7 +93,9 @@ def train_one_epoch(
     waited = [0.0]
     sums: dict[str, float] = {}
     done = skipped = nonfinite_in_a_row = 0
-    bar = tqdm(_timed(loader, waited), total=iters_per_epoch, initial=start_iter, desc=f"epoch {epoch}", disable=not show_progress)
+    bar = tqdm(
+        _timed(loader, waited), total=iters_per_epoch, initial=start_iter, desc=f"epoch {epoch}", disable=not show_progress
+    )
     t0 = time.perf_counter()
     for i, (images, targets) in enumerate(bar, start=start_iter):
         step = epoch * iters_per_epoch + i

@@ -146,7 +146,7 @@ def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
         return None
     if choice in ("auto", "fp16"):
         if device.type != "cuda":
-            raise UserError("--amp fp16 needs a CUDA device (CPU float16 convolutions are a slow fallback); use --amp bf16")
+            raise UserError("--amp fp16 needs a CUDA device (CPU float16 convolutions are a slow fallback); try bf16")
         return torch.float16
     if choice == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
