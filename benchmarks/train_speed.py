@@ -8,9 +8,10 @@ to the official fp32 step, and where the time of our step goes.
 
 Step = forward + loss (assigner, QFL, GIoU) + backward + AdamW step + EMA update, fixed batch (rtmdet-tiny, 80 classes,
 random normalised input, 10 random boxes per image), no data loading:
-- ours: `rtmdet_edge.training.engine.train_one_epoch` on one batch, as `rtmdet-edge train` runs it (channels_last,
-  foreach AdamW, multi-tensor EMA); variants `fp32`, `fp32-nchw` (channels_last off), `bf16` (CPU autocast),
-  `compile` (torch.compile), and on CUDA `cuda-fp32`, `cuda-fp16` (autocast + GradScaler), `cuda-bf16`;
+- ours: `rtmdet_edge.training.engine.train_one_epoch` on one batch, as `rtmdet-edge train` runs it (foreach AdamW,
+  multi-tensor EMA); variants `fp32` (channels_last, i.e. --channels-last), `fp32-nchw` (the train default),
+  `bf16` (CPU autocast, channels_last), `compile` (torch.compile), and on CUDA `cuda-fp32`, `cuda-fp16`
+  (autocast + GradScaler), `cuda-bf16` (all channels_last);
 - official: `benchmarks/train_step_official.py` in the isolated mmdet 3.3.0 environment (`--official-python`,
   default /tmp/mmenv/bin/python; the row is left out when it is absent).
 

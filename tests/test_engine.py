@@ -122,7 +122,7 @@ def test_tiny_model_overfits_eight_synthetic_images():
 
 
 def test_channels_last_step_equals_nchw_step_to_float_rounding():
-    """channels_last (the train default) changes only the memory layout: same losses and updates within rounding."""
+    """channels_last (--channels-last) changes only the memory layout: same losses and updates within rounding."""
     import copy
 
     torch.set_num_threads(2)
@@ -182,11 +182,10 @@ def test_tiny_model_overfits_eight_synthetic_images_with_bf16_autocast():
     ds = SyntheticDataset(8, 3, imgsz, max_objects=4, transforms=build_test_pipeline(imgsz))
     batch = collate_train([ds[i] for i in range(8)])
     model, criterion, optimizer, scaler = _setup(num_classes=3, lr=lr)
-    model = model.to(memory_format=torch.channels_last)
     ema = ModelEMA(model)
     schedule = LRSchedule(base_lr=lr, iters_per_epoch=1, max_epochs=iters, warmup_iters=iters // 10)
     for it in range(iters):
         train_one_epoch(model, criterion, [batch], optimizer, scaler, ema, schedule, it, iters_per_epoch=1,
-                        show_progress=False, amp_dtype=torch.bfloat16, channels_last=True)  # fmt: skip
+                        show_progress=False, amp_dtype=torch.bfloat16)  # fmt: skip
     result = evaluate(ema.module, ds, imgsz=imgsz, show_progress=False)
     assert result.metrics["AP50"] >= 0.9, result.metrics

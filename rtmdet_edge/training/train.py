@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--amp", dest="amp_dtype", choices=("auto", "off", "fp16", "bf16"), default=d.amp_dtype,
       help="autocast dtype of the forward: auto = fp16 + GradScaler on CUDA, none on CPU; bf16 on CPU needs "
            "AVX512-BF16/AMX to be fast (default: auto)")
-    a("--no-channels-last", dest="channels_last", action="store_false",
-      help="keep NCHW activations (default: channels_last, faster on CPU and GPU)")
+    a("--channels-last", action="store_true",
+      help="NHWC activations (off by default: not faster on CPU in benchmarks/train_speed.py; try it on GPUs)")
     a("--compile", action="store_true", help="torch.compile the model (first iterations are slow while it compiles)")
     a("--max-grad-norm", type=float, default=None, help="clip gradients to this norm (default: no clipping, as official)")
     a("--stop-after-iters", type=int, default=None, help=argparse.SUPPRESS)  # test hook: exit as if killed
