@@ -89,3 +89,17 @@ def test_works_with_ddp_wrapped_model(tmp_path):
         torch.testing.assert_close(ema.module.state_dict(), model.state_dict())
     finally:
         dist.destroy_process_group()
+
+
+def test_multi_tensor_update_is_bitwise_equal_to_per_tensor_lerp():
+    model = _net()
+    ema = ModelEMA(model)
+    ema.update(model)
+    reference = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    _perturb(model, 7)
+    ema.update(model)
+    m = ema_momentum(1)
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            reference[k].lerp_(v, m)
+        assert torch.equal(ema.module.state_dict()[k], reference[k]), k

@@ -114,3 +114,73 @@ def test_tiny_model_overfits_eight_synthetic_images():
                         show_progress=False)  # fmt: skip
     result = evaluate(ema.module, ds, imgsz=imgsz, show_progress=False)
     assert result.metrics["AP50"] >= 0.9, result.metrics
+
+
+def test_channels_last_step_equals_nchw_step_to_float_rounding():
+    """channels_last (--channels-last) changes only the memory layout: same losses and updates within rounding."""
+    import copy
+
+    torch.set_num_threads(2)
+    model, criterion, optimizer, scaler = _setup()
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    nhwc_opt = build_optimizer(nhwc, 1e-3)
+    batch = _batches(1)
+    a = train_one_epoch(model, criterion, batch, optimizer, scaler, None, lambda s: 1e-3, 0, iters_per_epoch=1,
+                        show_progress=False)  # fmt: skip
+    b = train_one_epoch(nhwc, criterion, batch, nhwc_opt, scaler, None, lambda s: 1e-3, 0, iters_per_epoch=1,
+                        show_progress=False, channels_last=True)  # fmt: skip
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    # Gradients, not updated weights: Adam's first step is ~lr * sign(grad), so a near-zero gradient whose rounding
+    # flips sign moves a weight by 2 lr under either layout.
+    for (k, p), q in zip(model.named_parameters(), nhwc.parameters()):
+        scale = float(p.grad.abs().max()) + 1e-12
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-3 * scale, msg=lambda m: f"{k}: {m}")
+    assert 0.0 <= a["data_wait_share"] < 1.0 and a["data_wait_s"] >= 0.0
+
+
+def test_bf16_autocast_step_keeps_the_loss_in_float32():
+    torch.set_num_threads(2)
+    model, criterion, optimizer, scaler = _setup()
+    seen = {}
+
+    def spy(outputs, targets):
+        seen["dtype"] = outputs["cls_scores"][0].dtype
+        return criterion(outputs, targets)
+
+    stats = train_one_epoch(model, spy, _batches(1), optimizer, scaler, None, lambda s: 1e-3, 0, iters_per_epoch=1,
+                            show_progress=False, amp_dtype=torch.bfloat16)  # fmt: skip
+    assert seen["dtype"] == torch.float32
+    assert stats["iters"] == 1 and torch.isfinite(torch.tensor(stats["loss"]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_resolve_amp():
+    from rtmdet_edge.config import TrainConfig
+    from rtmdet_edge.errors import UserError
+    from rtmdet_edge.training.train import resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp(TrainConfig(), cpu) is None  # auto: no autocast on CPU
+    assert resolve_amp(TrainConfig(amp_dtype="bf16"), cpu) == torch.bfloat16
+    assert resolve_amp(TrainConfig(amp_dtype="bf16", amp=False), cpu) is None  # --no-amp wins
+    with pytest.raises(UserError):
+        resolve_amp(TrainConfig(amp_dtype="fp16"), cpu)
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_eight_synthetic_images_with_bf16_autocast():
+    """The same overfit as the fp32 test above, with the forward under CPU bfloat16 autocast (`--amp bf16`); the loss
+    and the assigner stay in float32. No time bound: on CPUs without AVX512-BF16/AMX bf16 is emulated and slower."""
+    torch.set_num_threads(2)
+    imgsz, iters, lr = 160, 200, 0.004
+    ds = SyntheticDataset(8, 3, imgsz, max_objects=4, transforms=build_test_pipeline(imgsz))
+    batch = collate_train([ds[i] for i in range(8)])
+    model, criterion, optimizer, scaler = _setup(num_classes=3, lr=lr)
+    ema = ModelEMA(model)
+    schedule = LRSchedule(base_lr=lr, iters_per_epoch=1, max_epochs=iters, warmup_iters=iters // 10)
+    for it in range(iters):
+        train_one_epoch(model, criterion, [batch], optimizer, scaler, ema, schedule, it, iters_per_epoch=1,
+                        show_progress=False, amp_dtype=torch.bfloat16)  # fmt: skip
+    result = evaluate(ema.module, ds, imgsz=imgsz, show_progress=False)
+    assert result.metrics["AP50"] >= 0.9, result.metrics

@@ -120,3 +120,24 @@ def test_no_decay_on_norm_and_bias_and_shared_convs_once():
     assert n_opt == len(unique)
     named_with_dupes = len(list(model.named_parameters(remove_duplicate=False)))
     assert named_with_dupes > n_opt  # the model really does reach some parameters several times
+
+
+def test_foreach_adamw_is_bitwise_equal_to_the_loop():
+    """build_optimizer uses the multi-tensor AdamW for speed; it must give exactly the per-parameter loop's weights."""
+    import copy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1))
+    other = copy.deepcopy(model)
+    fast = build_optimizer(model, 1e-2)
+    loop = torch.optim.AdamW(param_groups(other), lr=1e-2, weight_decay=0.05, foreach=False)
+    assert fast.defaults["foreach"] is True
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for a, b in zip(model.parameters(), other.parameters()):
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        fast.step()
+        loop.step()
+    for a, b in zip(model.parameters(), other.parameters()):
+        assert torch.equal(a, b)

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from rtmdet_edge.inference.preprocess import LetterboxMeta, letterbox, normalize
 
@@ -110,12 +110,34 @@ class SeededTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
         from rtmdet_edge.data.transforms import reseed
 
+        # (epoch, index) from EpochTaggedSampler: persistent workers hold a copy of this object made at the first
+        # epoch, so self.epoch would stay 0 there.
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         if self.dataset.transforms is not None:
-            reseed(self.dataset.transforms, (self.seed << 44) + (self.epoch << 24) + index)
+            reseed(self.dataset.transforms, (self.seed << 44) + (epoch << 24) + index)
         return self.dataset[index]
+
+
+class EpochTaggedSampler(Sampler):
+    """Yields (epoch, index) pairs of a ResumableSampler, so every worker (persistent ones included) knows the epoch."""
+
+    def __init__(self, sampler: ResumableSampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch, start_batch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def build_train_loader(
@@ -126,6 +148,7 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     pin: bool = False,
+    persistent: bool | None = None,
 ) -> DataLoader:
     """Loader of the official stage-1 (Mosaic + MixUp) or stage-2 (no mixing) pipeline for cfg (a TrainConfig).
 
@@ -134,13 +157,18 @@ def build_train_loader(
     The loader's generator is private, so creating the iterator never consumes the global torch RNG (a mid-epoch
     resume would otherwise diverge); call `loader.sampler.set_epoch(epoch, start_batch)` and
     `set_loader_epoch(loader, epoch)` before each epoch (train.py does).
+    persistent (default: same as pin, i.e. on CUDA): keep the workers alive between epochs, as the official config
+    does; the sampler tags every index with its epoch so their augmentation seeds still follow the schedule.
     """
     from rtmdet_edge.data.pipeline import build_train_pipeline
 
     batch_size = cfg.batch // world_size
     dataset.transforms = build_train_pipeline(cfg.model, cfg.imgsz, stage, dataset, seed=cfg.seed)
     seeded = SeededTrainSet(dataset, cfg.seed)
-    sampler = ResumableSampler(seeded, num_replicas=world_size, rank=rank, seed=cfg.seed, batch_size=batch_size)
+    sampler = EpochTaggedSampler(
+        ResumableSampler(seeded, num_replicas=world_size, rank=rank, seed=cfg.seed, batch_size=batch_size)
+    )
+    persistent = pin if persistent is None else persistent
     return DataLoader(
         seeded,
         batch_size=batch_size,
@@ -151,7 +179,7 @@ def build_train_loader(
         drop_last=True,
         worker_init_fn=seed_worker,
         generator=torch.Generator(),
-        persistent_workers=False,
+        persistent_workers=persistent and cfg.workers > 0,
     )
 
 

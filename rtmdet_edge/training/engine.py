@@ -32,6 +32,19 @@ def _to_float32(outputs: dict[str, Any]) -> dict[str, Any]:
     return {k: [t.float() for t in v] if isinstance(v, (list, tuple)) else v.float() for k, v in outputs.items()}
 
 
+def _timed(iterable: Iterable[Any], waited: list[float]) -> Iterable[Any]:
+    """Yield from iterable, adding the seconds spent waiting for each item to waited[0] (the data-wait share)."""
+    it = iter(iterable)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - t0
+        yield item
+
+
 def _all_ranks_true(flag: bool, device: torch.device) -> bool:
     """Whether flag holds on every rank; every rank must skip together or DDP's gradient all-reduce would hang."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -60,6 +73,8 @@ def train_one_epoch(
     save_fn: Callable[[int], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
     show_progress: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Train for one epoch; returns the epoch means of the losses, lr and grad norm.
 
@@ -69,23 +84,33 @@ def train_one_epoch(
     the epoch) every save_every_iters iterations, to write a mid-epoch checkpoint. When stop_requested() turns true
     (a signal arrived) the epoch stops after the current iteration: save_fn(i), then TrainingInterrupted (at the
     epoch's last iteration the epoch simply ends and the caller's end-of-epoch checkpoint is the resumable one).
+
+    amp_dtype: autocast dtype of the forward (None: float16 when the scaler is enabled, else no autocast); bfloat16
+    needs no scaler. The loss and assigner always run in float32. channels_last: feed NHWC images (the model must
+    have been converted with model.to(memory_format=torch.channels_last)). The returned "data_wait_share" is the
+    fraction of the epoch spent waiting for the loader.
     """
     model.train()
     use_amp = scaler.is_enabled()
+    autocast_dtype = amp_dtype if amp_dtype is not None else (torch.float16 if use_amp else None)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    waited = [0.0]
     sums: dict[str, float] = {}
     done = skipped = nonfinite_in_a_row = 0
-    bar = tqdm(loader, total=iters_per_epoch, initial=start_iter, desc=f"epoch {epoch}", disable=not show_progress)
+    bar = tqdm(
+        _timed(loader, waited), total=iters_per_epoch, initial=start_iter, desc=f"epoch {epoch}", disable=not show_progress
+    )
     t0 = time.perf_counter()
     for i, (images, targets) in enumerate(bar, start=start_iter):
         step = epoch * iters_per_epoch + i
         lr = lr_schedule(step)
         set_lr(optimizer, lr)
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
 
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(images)
-        losses = criterion(_to_float32(outputs) if use_amp else outputs, targets)
+        losses = criterion(_to_float32(outputs) if autocast_dtype is not None else outputs, targets)
         loss = sum(v for k, v in losses.items() if k.startswith("loss"))
 
         if not _all_ranks_true(bool(torch.isfinite(loss)), device):
@@ -139,5 +164,7 @@ def train_one_epoch(
             raise TrainingInterrupted(f"stopped at epoch {epoch} iteration {i + 1} of {iters_per_epoch}")
     bar.close()
     means = {k: v / max(done, 1) for k, v in sums.items()}
-    means |= {"iters": done, "skipped_iters": skipped, "epoch_time_s": time.perf_counter() - t0}
+    epoch_time = time.perf_counter() - t0
+    means |= {"iters": done, "skipped_iters": skipped, "epoch_time_s": epoch_time, "data_wait_s": waited[0],
+              "data_wait_share": waited[0] / max(epoch_time, 1e-9)}  # fmt: skip
     return means

@@ -40,7 +40,7 @@ log = logging.getLogger("rtmdet_edge.training.train")
 
 METRIC_COLUMNS = (
     "epoch", "stage", "lr", "loss", "loss_cls", "loss_bbox", "grad_norm", "num_pos", "skipped_iters", "epoch_time_s",
-    "AP", "AP50", "AP75", "APs", "APm", "APl",
+    "data_wait_share", "AP", "AP50", "AP75", "APs", "APm", "APl",
     "loss_mask", "mask_AP", "mask_AP50", "mask_AP75",  # RTMDet-Ins only (empty for detection)
 )  # fmt: skip
 
@@ -72,7 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--eval-interval", type=int, default=d.eval_interval, help="evaluate EMA weights every N epochs (0: never)")
     a("--save-interval-iters", type=int, default=0, help="also write last.pth every N iterations mid-epoch (0: off)")
     a("--val-batch", type=int, default=d.val_batch, help=f"validation batch size (default: {d.val_batch})")
-    a("--no-amp", action="store_true", help="disable mixed precision on CUDA (AMP is never used on CPU)")
+    a("--no-amp", action="store_true", help="disable mixed precision (same as --amp off)")
+    a("--amp", dest="amp_dtype", choices=("auto", "off", "fp16", "bf16"), default=d.amp_dtype,
+      help="autocast dtype of the forward: auto = fp16 + GradScaler on CUDA, none on CPU; bf16 on CPU needs "
+           "AVX512-BF16/AMX to be fast (default: auto)")
+    a("--channels-last", action="store_true",
+      help="NHWC activations (off by default: not faster on CPU in benchmarks/train_speed.py; try it on GPUs)")
+    a("--compile", action="store_true", help="torch.compile the model (first iterations are slow while it compiles)")
     a("--max-grad-norm", type=float, default=None, help="clip gradients to this norm (default: no clipping, as official)")
 
 
@@ -100,6 +106,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         save_interval_iters=args.save_interval_iters,
         val_batch=args.val_batch,
         amp=not args.no_amp,
+        amp_dtype=args.amp_dtype,
+        channels_last=args.channels_last,
+        compile=args.compile,
         max_grad_norm=args.max_grad_norm,
         resume=args.resume,
     )
@@ -137,6 +146,24 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
+
+
+def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for the forward pass, or None for full float32."""
+    choice = "off" if not cfg.amp else cfg.amp_dtype
+    if choice == "off" or (choice == "auto" and device.type != "cuda"):
+        return None
+    if choice in ("auto", "fp16"):
+        if device.type != "cuda":
+            raise UserError("--amp fp16 needs a CUDA device (CPU float16 convolutions are a slow fallback); try bf16")
+        return torch.float16
+    if choice == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use --amp fp16")
+        if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.warning("--amp bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); it runs, but slower than fp32")
+        return torch.bfloat16
+    raise UserError(f"--amp must be auto, off, fp16 or bf16, got {choice!r}")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -317,6 +344,8 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
     if is_main:
         remove_stale_temps(out)  # left by a run killed (SIGKILL, power loss) while writing a checkpoint
     seed_everything(cfg.seed + rank, cfg.deterministic)
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed train size after Mosaic/RandomCrop: autotune each conv once
     if cfg.batch % world_size:
         raise UserError(f"--batch {cfg.batch} is not divisible by the {world_size} processes")
     batch_per_rank = cfg.batch // world_size
@@ -334,6 +363,8 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
 
     # model
     model = build_model(cfg.model, num_classes=train_set.num_classes, block=cfg.block).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     criterion = build_criterion(model)
     if world_size > 1 and device.type == "cuda":
         # Official: SyncBN when world_size > 1. torch's SyncBatchNorm is CUDA-only; on CPU (gloo) each rank normalises
@@ -342,6 +373,8 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
     raw_model = model
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)  # raw_model keeps the eager module for EMA, checkpoints and evaluation
 
     # optimizer, schedule, EMA, AMP
     lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch)
@@ -355,7 +388,9 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
         min_lr_ratio=cfg.min_lr_ratio,
     )
     ema = ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    amp_dtype = resolve_amp(cfg, device)
+    # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     stage2_epoch = cfg.epochs - cfg.resolved_stage2_epochs()
     log.info(
         "%s on %s: %d images, %d classes, %d processes x batch %d, %d iters/epoch, lr %.3g, warm-up %d iters, "
@@ -416,7 +451,7 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
             iters_per_epoch=iters_per_epoch, start_iter=skip, device=device, max_grad_norm=cfg.max_grad_norm,
             max_nonfinite_steps=cfg.max_nonfinite_steps, save_every_iters=cfg.save_interval_iters,
             save_fn=lambda i, e=epoch: save("last.pth", e, i + 1), stop_requested=lambda: stop.is_set(world_size, device),
-            show_progress=is_main,
+            show_progress=is_main, amp_dtype=amp_dtype, channels_last=cfg.channels_last,
         )  # fmt: skip
         if world_size > 1 and device.type != "cuda":
             # Plain BN on CPU: the last forward left each rank its own running statistics; take rank 0's everywhere.
