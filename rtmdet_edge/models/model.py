@@ -8,7 +8,12 @@ from rtmdet_edge.models.backbone import CSPNeXt
 from rtmdet_edge.config import ModelConfig, get_config
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.heads.detection import RTMDetSepBNHead
+from rtmdet_edge.models.heads.rotated import RotatedRTMDetSepBNHead
 from rtmdet_edge.models.neck import CSPNeXtPAFPN
+
+
+# model kind -> head class; "rot" adds angle_preds to the outputs.
+HEADS: dict[str, type[nn.Module]] = {"det": RTMDetSepBNHead, "rot": RotatedRTMDetSepBNHead}
 
 
 class RTMDet(nn.Module):
@@ -18,7 +23,7 @@ class RTMDet(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.kind != "det":
+        if config.kind not in HEADS:
             raise UserError(
                 f"{config.name}: the {'instance-mask' if config.kind == 'ins' else 'rotated'} head is not implemented "
                 "yet; only the detection models rtmdet-tiny/s/m/l/x can be built"
@@ -47,7 +52,7 @@ class RTMDet(nn.Module):
             expand_ratio=config.expand_ratio,
             **bn,
         )
-        self.bbox_head = RTMDetSepBNHead(
+        self.bbox_head = HEADS[config.kind](
             config.num_classes,
             neck_width,
             neck_width,
