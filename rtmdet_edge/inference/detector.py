@@ -3,6 +3,7 @@
     det = Detector("rtmdet_tiny.pth", imgsz=640)            # PyTorch, official test settings
     det = Detector("model.onnx", backend="onnxruntime", postprocess="deploy")
     result = det(cv2.imread("street.jpg"))                  # Detections(boxes [N,4] xyxy, scores [N], labels [N])
+    det = Detector("rtmdet-r_tiny.pth", imgsz=1024)         # RTMDet-R: boxes [N,5] (cx, cy, w, h, angle) le90
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.model import RTMDet, build_model
 from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
 from rtmdet_edge.inference.preprocess import normalize, normalize_numpy, preprocess
+from rtmdet_edge.inference import rotated_postprocess
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 
@@ -64,6 +66,7 @@ class Detector:
     ) -> None:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        preset_name = postprocess if isinstance(postprocess, str) else None
         if isinstance(postprocess, str):
             if postprocess not in PRESETS:
                 raise UserError(f"unknown post-processing preset {postprocess!r}; choose one of {', '.join(PRESETS)}")
@@ -99,6 +102,10 @@ class Detector:
             self.backend = load_backend(source, name=backend, imgsz=imgsz, device=str(self.device), **backend_options)
         self.class_names = names or default_class_names(num)
         self.strides = tuple(getattr(self.model, "strides", (8, 16, 32)))
+        # RTMDet-R: rotated boxes [N, 5] (cx, cy, w, h, angle) and mmrotate's test settings under the same preset names
+        self.rotated = getattr(getattr(self.model, "config", None), "kind", None) == "rot"
+        if self.rotated and preset_name is not None:
+            self.post_cfg = rotated_postprocess.PRESETS[preset_name]
 
     @staticmethod
     def _load_torch(path: Path, model_name: str | None, num_classes: int | None) -> nn.Module:
@@ -129,7 +136,8 @@ class Detector:
             dets = [d.numpy() for d in nms_outputs_to_detections(self.backend(normalize_numpy(batch)), metas)]
             return dets[0] if single else dets
         outputs = self.infer_raw(batch)
-        dets = [d.numpy() for d in postprocess(outputs, metas, self.post_cfg, self.strides)]
+        decode = rotated_postprocess.postprocess_rotated if "angle_preds" in outputs else postprocess
+        dets = [d.numpy() for d in decode(outputs, metas, self.post_cfg, self.strides)]
         return dets[0] if single else dets
 
 
