@@ -24,15 +24,23 @@ def draw_detections(
     class_names: Sequence[str],
     score_thr: float = 0.3,
 ) -> np.ndarray:
-    """A copy of the image with every detection at or above score_thr drawn."""
+    """A copy of the image with every detection at or above score_thr drawn.
+
+    boxes_xyxy may also be rotated boxes [N, 5] (cx, cy, w, h, angle radians): they are drawn as polygons.
+    """
     out = image_bgr.copy()
     thickness = max(1, round(sum(out.shape[:2]) / 600))
     for box, score, label in zip(boxes_xyxy, scores, labels):
         if score < score_thr:
             continue
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         color = class_color(int(label))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        if len(box) == 5:  # rotated: outline the 4 corners, label at the top-most corner
+            corners = _rbox_corners(np.asarray(box, np.float64))
+            cv2.polylines(out, [np.round(corners).astype(np.int32)], True, color, thickness, cv2.LINE_AA)
+            x1, y1 = (int(round(v)) for v in corners[np.argmin(corners[:, 1])])
+        else:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
         text = f"{name} {score:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
@@ -40,6 +48,14 @@ def draw_detections(
         cv2.rectangle(out, (x1, y_text - th - base), (x1 + tw, y_text), color, -1)
         cv2.putText(out, text, (x1, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+def _rbox_corners(rbox: np.ndarray) -> np.ndarray:
+    cx, cy, w, h, a = rbox
+    c, s = np.cos(a), np.sin(a)
+    half_w, half_h = np.array([w / 2 * c, w / 2 * s]), np.array([-h / 2 * s, h / 2 * c])
+    center = np.array([cx, cy])
+    return np.stack([center - half_w - half_h, center + half_w - half_h, center + half_w + half_h, center - half_w + half_h])
 
 
 def draw_fps(image_bgr: np.ndarray, fps: float) -> np.ndarray:

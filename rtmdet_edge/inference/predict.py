@@ -18,6 +18,7 @@ from rtmdet_edge.classes import COCO_CATEGORY_IDS
 from rtmdet_edge.inference.detector import BACKENDS, Detector
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.inference.postprocess import Detections
+from rtmdet_edge.data.sample import rbox_corners
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def to_coco_results(det: Detections, image_id: int, category_ids: Sequence[int] | None) -> list[dict]:
-    """COCO results format: one dict per box with bbox = [x, y, w, h] in original-image pixels."""
+    """COCO results format: one dict per box with bbox = [x, y, w, h] in original-image pixels.
+
+    Rotated detections ([N, 5] boxes) give bbox = the axis-aligned hull and "rbox" = [cx, cy, w, h, angle radians].
+    """
     results = []
     for box, score, label in zip(det.boxes, det.scores, det.labels):
+        rbox = None
+        if len(box) == 5:
+            rbox = [round(float(v), 5) for v in box]
+            corners = rbox_corners(np.asarray(box, np.float32)[None])[0]
+            box = [*corners.min(0), *corners.max(0)]
         x1, y1, x2, y2 = (float(v) for v in box)
         cat = int(category_ids[int(label)]) if category_ids is not None else int(label)
         results.append(
@@ -57,8 +66,31 @@ def to_coco_results(det: Detections, image_id: int, category_ids: Sequence[int] 
                 "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                 "score": round(float(score), 5),
             }
+            | ({"rbox": rbox} if rbox is not None else {})
         )
     return results
+
+
+def to_dota_lines(det: Detections, image_name: str, class_names: Sequence[str]) -> dict[str, list[str]]:
+    """DOTA task-1 result lines per class name: `image score x1 y1 x2 y2 x3 y3 x4 y4` (corner pixels)."""
+    lines: dict[str, list[str]] = {}
+    if len(det) == 0 or np.asarray(det.boxes).shape[1] != 5:
+        return lines
+    for corners, score, label in zip(rbox_corners(np.asarray(det.boxes, np.float32)), det.scores, det.labels):
+        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
+        coords = " ".join(f"{v:.2f}" for v in corners.reshape(-1))
+        lines.setdefault(name, []).append(f"{image_name} {float(score):.5f} {coords}")
+    return lines
+
+
+def write_dota_results(lines: dict[str, list[str]], class_names: Sequence[str], out: Path) -> Path:
+    """One Task1_<class>.txt per class (empty files for classes without detections), as the DOTA server expects."""
+    folder = out / "dota_task1"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in class_names:
+        body = "\n".join(lines.get(name, []))
+        (folder / f"Task1_{name}.txt").write_text(body + ("\n" if body else ""))
+    return folder
 
 
 def _image_id(path: Path, index: int) -> int:
@@ -85,6 +117,7 @@ def _iter_frames(cap: cv2.VideoCapture, max_frames: int) -> Iterator[np.ndarray]
 def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_thr: float, save_media: bool) -> int:
     cat_ids = _category_ids(detector)
     done = 0
+    dota_lines: dict[str, list[str]] = {}
     for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=len(paths) < 2)):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None or image.size == 0:
@@ -93,10 +126,14 @@ def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_th
         det = detector(image)
         results = to_coco_results(det, _image_id(path, index), cat_ids)
         (out / f"{path.stem}.json").write_text(json.dumps(results))
+        for name, lines in to_dota_lines(det, path.stem, detector.class_names).items():
+            dota_lines.setdefault(name, []).extend(lines)
         if save_media:
             drawn = draw_detections(image, det.boxes, det.scores, det.labels, detector.class_names, show_thr)
             cv2.imwrite(str(out / f"{path.stem}.jpg"), drawn)
         done += 1
+    if getattr(detector, "rotated", False):
+        write_dota_results(dota_lines, detector.class_names, out)
     return done
 
 
