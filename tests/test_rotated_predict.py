@@ -50,3 +50,26 @@ def test_dota8_trains_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     assert ckpt.config.kind == "rot"
     result = evaluate_rotated(ckpt, val, 256, DOTA_CLASSES)
     assert sum(r["num_gts"] for r in result.per_class.values()) > 0
+
+
+def test_dota_devkit_flat_layout(tmp_path: Path, data_dir: Path) -> None:
+    """images/ + labelTxt/ without split folders (DOTA devkit), headers, and an image without a label file."""
+    import shutil
+    import warnings
+
+    from rtmdet_edge.data import build_dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labelTxt").mkdir()
+    src = data_dir / "dota8" / "images" / "train"
+    for k, img in enumerate(sorted(src.iterdir())[:2]):
+        shutil.copy(img, tmp_path / "images" / img.name)
+        if k == 0:
+            body = (data_dir / "dota8" / "labelTxt_dota" / "train" / f"{img.stem}.txt").read_text()
+            (tmp_path / "labelTxt" / f"{img.stem}.txt").write_text("imagesource:GoogleEarth\ngsd:0.146\n" + body)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        ds = build_dataset(str(tmp_path), split="train")
+    assert len(ds) == 2
+    counts = sorted(len(ds.load_raw(i)["rboxes"]) for i in range(2))
+    assert counts[0] == 0 and counts[1] > 0

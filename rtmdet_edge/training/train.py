@@ -103,7 +103,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    main(config_from_args(args))
+    cfg = config_from_args(args)
+    if cfg.model.startswith("rtmdet-r-"):
+        from rtmdet_edge.training.rotated_train import run_rotated
+
+        return run_rotated(cfg)
+    main(cfg)
     return 0
 
 
