@@ -3,22 +3,18 @@
 Training: `split_sample` cuts an image into overlapping windows; an object goes to every window that holds at least
 iof_thr (0.7) of its area, with its whole box (shifted into the window; never clipped, as mmrotate), so an object cut
 by a window border is still learned whole from the windows that hold most of it. Windows are padded to the full size.
-Inference: `merge_detections` shifts each window's detections back and removes the copies of objects seen by several
-windows with class-aware rotated NMS (IoU 0.1, mmrotate's DOTA merge).
+Inference: rtmdet_edge.inference.large_image runs the detector on the same windows and merges them back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from rtmdet_edge.data.sample import Sample, select
 from rtmdet_edge.geometry.rotated import intersection_area
-from rtmdet_edge.inference.postprocess import Detections
-from rtmdet_edge.inference.rotated_postprocess import batched_rotated_nms
 
 SPLIT_SIZE = 1024  # mmrotate split_configs/ss_*.json
 SPLIT_GAP = 200
@@ -80,29 +76,3 @@ def split_sample(
         part["ori_shape"] = (size, size)
         patches.append((np.array([x1, y1, x2, y2]), part))
     return patches
-
-
-def merge_detections(
-    windows: Sequence[np.ndarray], detections: Sequence[Detections], iou_thr: float = 0.1, max_per_img: int = -1
-) -> Detections:
-    """Window detections (boxes [N, 5] in window pixels) -> one Detections in image pixels, copies removed."""
-    boxes, scores, labels = [], [], []
-    for (x1, y1, _, _), det in zip(windows, detections):
-        b = torch.as_tensor(np.asarray(det.boxes), dtype=torch.float32).reshape(-1, 5)
-        boxes.append(b + b.new_tensor([float(x1), float(y1), 0.0, 0.0, 0.0]))
-        scores.append(torch.as_tensor(np.asarray(det.scores), dtype=torch.float32).reshape(-1))
-        labels.append(torch.as_tensor(np.asarray(det.labels), dtype=torch.long).reshape(-1))
-    if not boxes:
-        return Detections(np.zeros((0, 5), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    b, s, l = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    keep = batched_rotated_nms(b, s, l, iou_thr, max_per_img)
-    return Detections(b[keep].numpy(), s[keep].numpy(), l[keep].numpy())
-
-
-def detect_large(detector, image_bgr: np.ndarray, size: int = SPLIT_SIZE, gap: int = SPLIT_GAP) -> Detections:
-    """Run a rotated Detector window by window over a large image and merge (mmrotate's split-test-merge)."""
-    height, width = image_bgr.shape[:2]
-    windows = sliding_windows(height, width, size, gap)
-    crops = [image_bgr[y1:min(y2, height), x1:min(x2, width)] for x1, y1, x2, y2 in windows]
-    dets = detector(crops)
-    return merge_detections(windows, dets, iou_thr=detector.post_cfg.iou_thr, max_per_img=detector.post_cfg.max_per_img)
