@@ -107,8 +107,12 @@ class DotaResult:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mAP50_07": self.mAP50_07, "mAP50": self.mAP50, "mAP75": self.mAP75, "mAP": self.mAP,
-                "per_class": self.per_class}
+        def clean(v: float) -> float | None:  # strict JSON has no NaN: classes without objects get null
+            return None if isinstance(v, float) and np.isnan(v) else v
+
+        per_class = {n: {k: clean(v) for k, v in r.items()} for n, r in self.per_class.items()}
+        return {"mAP50_07": clean(self.mAP50_07), "mAP50": clean(self.mAP50), "mAP75": clean(self.mAP75),
+                "mAP": clean(self.mAP), "per_class": per_class}
 
     def table(self) -> str:
         lines = [f"{'class':<20} {'gts':>5} {'AP50(07)':>9} {'AP50':>7}"]
