@@ -18,7 +18,8 @@ HEADS: dict[str, type[nn.Module]] = {"det": RTMDetSepBNHead, "rot": RotatedRTMDe
 
 class RTMDet(nn.Module):
     """The detector. `forward(images)` takes normalised BGR [B,3,H,W] (H, W multiples of 32) and returns
-    {"cls_scores": [B,C,H_l,W_l] logits per level, "bbox_preds": [B,4,H_l,W_l] (l,t,r,b) input pixels per level}.
+    {"cls_scores": [B,C,H_l,W_l] logits per level, "bbox_preds": [B,4,H_l,W_l] (l,t,r,b) input pixels per level},
+    plus "angle_preds": [B,1,H_l,W_l] radians for kind "rot" (RTMDet-R).
     """
 
     def __init__(self, config: ModelConfig) -> None:
