@@ -82,6 +82,7 @@ def collate_train(
             "boxes": torch.as_tensor(np.asarray(s["boxes"], np.float32).reshape(-1, 4)),
             "labels": torch.as_tensor(np.asarray(s["labels"], np.int64).reshape(-1)),
         }
+        | ({"rboxes": torch.as_tensor(np.asarray(s["rboxes"], np.float32).reshape(-1, 5))} if "rboxes" in s else {})
         for s in samples
     ]
     if with_masks:

@@ -71,6 +71,9 @@ def _from_path(path: Path, split: str, images: str | Path | None, names: list[st
         if (path / "annotations").is_dir():
             ann = _coco_root_json(path, split)
             return CocoDataset(ann, Path(images) if images else _guess_images_dir(ann, split), **kw)
+        if (path / "labelTxt").is_dir() and (path / "images").is_dir() and not (path / "images" / split).is_dir():
+            # the DOTA devkit's flat layout (images/ + labelTxt/, no split folders): the same images for every split
+            return DotaDataset(path, "", class_names=names, **kw)
         if any(path.glob("labelTxt*")):
             raise UserError(f"{path} looks like a DOTA root but has no labelTxt*/{split} folder")
         raise UserError(f"{path} is neither a DOTA root (labelTxt*/) nor a COCO root (annotations/instances_*.json)")

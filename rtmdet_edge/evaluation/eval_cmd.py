@@ -49,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
     imgsz = args.imgsz or (ckpt.get("train_config") or {}).get("imgsz") or 640
     model = model.to(device).eval()
 
-    result = evaluate(model, dataset, imgsz=imgsz, batch_size=args.batch, device=device, workers=args.workers)
+    if model.config.kind == "rot":  # RTMDet-R: DOTA mAP (VOC07 and area AP50, mAP .5:.95), difficult ignored
+        from rtmdet_edge.training.rotated_train import evaluate_rotated
+
+        result = evaluate_rotated(model.cpu(), dataset, imgsz, dataset.class_names, batch=args.batch)
+    else:
+        result = evaluate(model, dataset, imgsz=imgsz, batch_size=args.batch, device=device, workers=args.workers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"weights": str(args.weights), "data": args.data, "split": args.split, "imgsz": imgsz} | result.to_dict()

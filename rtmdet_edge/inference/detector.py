@@ -4,6 +4,7 @@
     det = Detector("model.onnx", backend="onnxruntime", postprocess="deploy")
     result = det(cv2.imread("street.jpg"))                  # Detections(boxes [N,4] xyxy, scores [N], labels [N])
                                                             # + masks [N,H,W] bool for rtmdet-ins-* models
+    det = Detector("rtmdet-r_tiny.pth", imgsz=1024)         # RTMDet-R: boxes [N,5] (cx, cy, w, h, angle) le90
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rtmdet_edge.models.model import RTMDet, build_model
 from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
 from rtmdet_edge.inference.preprocess import LetterboxMeta, normalize, normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import group_outputs
+from rtmdet_edge.inference import rotated_postprocess
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 
@@ -123,6 +125,10 @@ class Detector:
             self.post_threads = None if backend.startswith("torch") else 1
         self.class_names = names or default_class_names(num)
         self.strides = tuple(getattr(self.model, "strides", (8, 16, 32)))
+        # RTMDet-R: rotated boxes [N, 5] (cx, cy, w, h, angle) and mmrotate's test settings under the same preset names
+        self.rotated = getattr(getattr(self.model, "config", None), "kind", None) == "rot"
+        if self.rotated and self.post_preset is not None:
+            self.post_cfg = rotated_postprocess.PRESETS[self.post_preset]
 
     @staticmethod
     def _load_torch(path: Path, model_name: str | None, num_classes: int | None) -> nn.Module:
@@ -161,6 +167,8 @@ class Detector:
 
                 cfg = INS_PRESETS[self.post_preset] if self.post_preset else self.post_cfg
                 return postprocess_ins(outputs, metas, cfg, self.strides)
+            if "angle_preds" in outputs:  # RTMDet-R: rotated boxes [N,5], rotated NMS
+                return rotated_postprocess.postprocess_rotated(outputs, metas, self.post_cfg, self.strides)
             return postprocess(outputs, metas, self.post_cfg, self.strides)
 
 

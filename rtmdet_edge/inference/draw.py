@@ -12,6 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rtmdet_edge.data.sample import rbox_corners
+
 
 def class_color(label: int) -> tuple[int, int, int]:
     """A stable, well-spread BGR colour per class (golden-ratio hue steps)."""
@@ -53,12 +55,10 @@ def draw_detections(
     for i in keep:
         label, score, box = int(labels[i]), float(scores[i]), boxes[i]
         color = class_color(label)
-        if len(box) == 5:  # rotated: cx, cy, w, h, angle (radians, le90)
-            corners = cv2.boxPoints(((float(box[0]), float(box[1])), (float(box[2]), float(box[3])),
-                                     float(np.degrees(box[4]))))  # fmt: skip
-            pts = np.round(corners).astype(np.int32)
-            cv2.polylines(out, [pts], True, color, thickness, cv2.LINE_AA)
-            x1, y1 = int(pts[:, 0].min()), int(pts[:, 1].min())
+        if len(box) == 5:  # rotated: cx, cy, w, h, angle (radians, le90); label at the top-most corner
+            corners = rbox_corners(np.asarray(box, np.float64)[None])[0]
+            cv2.polylines(out, [np.round(corners).astype(np.int32)], True, color, thickness, cv2.LINE_AA)
+            x1, y1 = (int(round(v)) for v in corners[np.argmin(corners[:, 1])])
         else:
             x1, y1, x2, y2 = (int(round(float(v))) for v in box)
             cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)

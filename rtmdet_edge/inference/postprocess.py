@@ -8,7 +8,7 @@ keep max_per_img. NMS is written here in vectorised torch (no torchvision, no mm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +56,17 @@ class Detections:
         return Detections(conv(self.boxes), conv(self.scores), conv(self.labels), masks)
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_thr: float, max_keep: int = -1, block: int = 512) -> Tensor:
+def nms(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_thr: float,
+    max_keep: int = -1,
+    block: int = 512,
+    iou_fn: Callable[[Tensor, Tensor], Tensor] = box_iou,
+) -> Tensor:
     """Exact greedy NMS (suppress when IoU > iou_thr), vectorised in blocks; returns kept indices by score.
+
+    iou_fn is the pairwise IoU of the box format (xyxy box_iou; rotated NMS passes the rotated IoU).
 
     Candidates are visited in descending score order in blocks: a block is first suppressed by every box kept so far,
     then resolved internally by iterating keep_j = alive_j and not any(i < j kept with IoU_ij > thr) to its fixed point,
@@ -74,8 +83,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_thr: float, max_keep: int = -1, block
         b = boxes[start : start + block]
         alive = torch.ones(len(b), dtype=torch.bool, device=b.device)
         if num_kept:
-            alive = ~(box_iou(b, kept_boxes) > iou_thr).any(dim=1)
-        over = (box_iou(b, b) > iou_thr).triu(diagonal=1)  # over[i, j]: i (higher score) would suppress j
+            alive = ~(iou_fn(b, kept_boxes) > iou_thr).any(dim=1)
+        over = (iou_fn(b, b) > iou_thr).triu(diagonal=1)  # over[i, j]: i (higher score) would suppress j
         keep = alive.clone()
         while True:
             new_keep = alive & ~(over & keep[:, None]).any(dim=0)

@@ -20,6 +20,7 @@ from rtmdet_edge.data.coco import read_image
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.io import atomic_path, atomic_write_text
 from rtmdet_edge.inference.postprocess import Detections
+from rtmdet_edge.data.sample import rbox_corners
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def to_coco_results(det: Detections, image_id: int, category_ids: Sequence[int] | None) -> list[dict]:
-    """COCO results format: one dict per box with bbox = [x, y, w, h] in original-image pixels (and, for instance
-    masks, "segmentation" as COCO RLE of the original image)."""
+    """COCO results format: one dict per box with bbox = [x, y, w, h] in original-image pixels; for instance masks,
+    "segmentation" as COCO RLE of the original image; rotated detections ([N, 5] boxes) give bbox = the axis-aligned
+    hull and "rbox" = [cx, cy, w, h, angle radians]."""
     results = []
     rles = None
     if getattr(det, "masks", None) is not None:
@@ -56,6 +58,11 @@ def to_coco_results(det: Detections, image_id: int, category_ids: Sequence[int] 
 
         rles = masks_to_rle(np.asarray(det.masks))
     for j, (box, score, label) in enumerate(zip(det.boxes, det.scores, det.labels)):
+        rbox = None
+        if len(box) == 5:
+            rbox = [round(float(v), 5) for v in box]
+            corners = rbox_corners(np.asarray(box, np.float32)[None])[0]
+            box = [*corners.min(0), *corners.max(0)]
         x1, y1, x2, y2 = (float(v) for v in box)
         cat = int(category_ids[int(label)]) if category_ids is not None else int(label)
         result = {
@@ -66,8 +73,32 @@ def to_coco_results(det: Detections, image_id: int, category_ids: Sequence[int] 
         }
         if rles is not None:
             result["segmentation"] = rles[j]
+        if rbox is not None:
+            result["rbox"] = rbox
         results.append(result)
     return results
+
+
+def to_dota_lines(det: Detections, image_name: str, class_names: Sequence[str]) -> dict[str, list[str]]:
+    """DOTA task-1 result lines per class name: `image score x1 y1 x2 y2 x3 y3 x4 y4` (corner pixels)."""
+    lines: dict[str, list[str]] = {}
+    if len(det) == 0 or np.asarray(det.boxes).shape[1] != 5:
+        return lines
+    for corners, score, label in zip(rbox_corners(np.asarray(det.boxes, np.float32)), det.scores, det.labels):
+        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
+        coords = " ".join(f"{v:.2f}" for v in corners.reshape(-1))
+        lines.setdefault(name, []).append(f"{image_name} {float(score):.5f} {coords}")
+    return lines
+
+
+def write_dota_results(lines: dict[str, list[str]], class_names: Sequence[str], out: Path) -> Path:
+    """One Task1_<class>.txt per class (empty files for classes without detections), as the DOTA server expects."""
+    folder = out / "dota_task1"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in class_names:
+        body = "\n".join(lines.get(name, []))
+        (folder / f"Task1_{name}.txt").write_text(body + ("\n" if body else ""))
+    return folder
 
 
 def _image_id(path: Path, index: int) -> int:
@@ -84,6 +115,7 @@ def _category_ids(detector: Detector) -> Sequence[int] | None:
 def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_thr: float, save_media: bool) -> int:
     cat_ids = _category_ids(detector)
     done = 0
+    dota_lines: dict[str, list[str]] = {}
     for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=len(paths) < 2)):
         image, why = read_image(path)
         if image is None:
@@ -92,11 +124,15 @@ def predict_images(detector: Detector, paths: Sequence[Path], out: Path, show_th
         det = detector(image)
         results = to_coco_results(det, _image_id(path, index), cat_ids)
         atomic_write_text(out / f"{path.stem}.json", json.dumps(results))
+        for name, lines in to_dota_lines(det, path.stem, detector.class_names).items():
+            dota_lines.setdefault(name, []).extend(lines)
         if save_media:
             drawn = draw_detections(image, det, detector.class_names, show_thr)
             with atomic_path(out / f"{path.stem}.jpg") as tmp:
                 cv2.imwrite(str(tmp), drawn)
         done += 1
+    if getattr(detector, "rotated", False):
+        write_dota_results(dota_lines, detector.class_names, out)
     return done
 
 

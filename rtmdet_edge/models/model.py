@@ -9,18 +9,24 @@ from rtmdet_edge.config import ModelConfig, get_config
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.heads.detection import RTMDetSepBNHead
 from rtmdet_edge.models.heads.instance import RTMDetInsSepBNHead
+from rtmdet_edge.models.heads.rotated import RotatedRTMDetSepBNHead
 from rtmdet_edge.models.neck import CSPNeXtPAFPN
+
+
+# model kind -> head class: "ins" adds kernel_preds and mask_feat to the outputs, "rot" adds angle_preds.
+HEADS: dict[str, type[nn.Module]] = {"det": RTMDetSepBNHead, "ins": RTMDetInsSepBNHead, "rot": RotatedRTMDetSepBNHead}
 
 
 class RTMDet(nn.Module):
     """The detector. `forward(images)` takes normalised BGR [B,3,H,W] (H, W multiples of 32) and returns
     {"cls_scores": [B,C,H_l,W_l] logits per level, "bbox_preds": [B,4,H_l,W_l] (l,t,r,b) input pixels per level}; the
-    instance-mask kind (config.kind "ins") adds "kernel_preds": [B,169,H_l,W_l] per level and "mask_feat": [B,8,H/8,W/8].
+    instance-mask kind (config.kind "ins") adds "kernel_preds": [B,169,H_l,W_l] per level and "mask_feat": [B,8,H/8,W/8];
+    the rotated kind ("rot", RTMDet-R) adds "angle_preds": [B,1,H_l,W_l] radians per level.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.kind not in ("det", "ins"):
+        if config.kind not in HEADS:
             raise UserError(
                 f"{config.name}: the rotated head is not implemented yet; only rtmdet-* and rtmdet-ins-* can be built"
             )
@@ -51,12 +57,17 @@ class RTMDet(nn.Module):
             **bn,
         )
         self.bbox_head: nn.Module
+        if config.kind != "det" and (config.use_depthwise or not config.share_conv):
+            raise UserError(f"{config.name}: use_depthwise / share_conv=False are detection-head options only")
         if config.kind == "ins":
-            if config.use_depthwise or not config.share_conv:
-                raise UserError(f"{config.name}: use_depthwise / share_conv=False are detection-head options only")
             self.bbox_head = RTMDetInsSepBNHead(
                 config.num_classes, neck_width, neck_width, strides=config.strides, stacked_convs=config.stacked_convs, **bn
             )
+        elif config.kind == "rot":
+            self.bbox_head = RotatedRTMDetSepBNHead(
+                config.num_classes, neck_width, neck_width, strides=config.strides, stacked_convs=config.stacked_convs,
+                exp_on_reg=config.exp_on_reg, **bn,
+            )  # fmt: skip
         else:
             self.bbox_head = RTMDetSepBNHead(
                 config.num_classes,

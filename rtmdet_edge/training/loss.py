@@ -172,6 +172,12 @@ class RTMDetCriterion(nn.Module):
         losses["num_pos"] = levels["num_pos"]
         return losses
 
+    box_dim = 4  # values per box: xyxy here, (cx, cy, w, h, angle) in the rotated criterion
+
+    def gt_tensors(self, target: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Ground-truth boxes and labels of one image as tensors (the rotated criterion reads its rboxes)."""
+        return _gt_tensors(target, device)
+
     def priors(self, cls_scores: Sequence[Tensor]) -> Tensor:
         """[P, 4] (x, y, stride, stride) priors for the feature map sizes of cls_scores."""
         sizes = [(int(s.shape[-2]), int(s.shape[-1])) for s in cls_scores]
@@ -197,7 +203,7 @@ class RTMDetCriterion(nn.Module):
         """One AssignResult per image, from detached flat logits [B, P, C] and decoded boxes [B, P, 4]."""
         results = []
         for i, target in enumerate(targets):
-            gt_boxes, gt_labels = _gt_tensors(target, priors.device)
+            gt_boxes, gt_labels = self.gt_tensors(target, priors.device)
             results.append(self.assigner.assign(priors, logits[i].detach(), boxes[i].detach(), gt_boxes, gt_labels))
         return results
 
@@ -209,12 +215,12 @@ class RTMDetCriterion(nn.Module):
         num_images, num_priors = logits.shape[:2]
         device = logits.device
         labels = torch.full((num_images, num_priors), self.num_classes, dtype=torch.long, device=device)
-        box_targets = torch.zeros((num_images, num_priors, 4), dtype=torch.float32, device=device)
+        box_targets = torch.zeros((num_images, num_priors, self.box_dim), dtype=torch.float32, device=device)
         scores = torch.zeros((num_images, num_priors), dtype=torch.float32, device=device)
         for i, (result, target) in enumerate(zip(assignments, targets)):
             pos = result.pos_mask
             if pos.any():
-                gt_boxes, _ = _gt_tensors(target, device)
+                gt_boxes, _ = self.gt_tensors(target, device)
                 labels[i, pos] = result.labels[pos]
                 box_targets[i, pos] = gt_boxes[result.gt_inds[pos] - 1]
                 scores[i, pos] = result.max_overlaps[pos]
@@ -240,7 +246,7 @@ class RTMDetCriterion(nn.Module):
             start += size
             # Image-major flattening within a level, as official loss_by_feat_single.
             level_logits = logits[:, sl].reshape(-1, self.num_classes)
-            level_boxes = boxes[:, sl].reshape(-1, 4)
+            level_boxes = boxes[:, sl].reshape(-1, self.box_dim)
             level_labels = det_targets.labels[:, sl].reshape(-1)
             level_scores = det_targets.scores[:, sl].reshape(-1)
             level_weights = det_targets.label_weights[:, sl].reshape(-1)
@@ -250,7 +256,7 @@ class RTMDetCriterion(nn.Module):
             cls_factors.append(level_scores.sum())
             if level_pos.any():
                 pos_weight = level_scores[level_pos]
-                box_targets = det_targets.box_targets[:, sl].reshape(-1, 4)[level_pos]
+                box_targets = det_targets.box_targets[:, sl].reshape(-1, self.box_dim)[level_pos]
                 losses_bbox.append(self.box_loss(level_boxes[level_pos], box_targets, pos_weight))
                 bbox_factors.append(pos_weight.sum())
             else:
@@ -285,6 +291,10 @@ def build_criterion(model: nn.Module) -> RTMDetCriterion:
         from rtmdet_edge.training.mask_loss import RTMDetInsCriterion  # it imports this module
 
         return RTMDetInsCriterion(num_classes=model.num_classes, strides=model.strides)
+    if kind == "rot":
+        from rtmdet_edge.training.rotated_loss import RotatedRTMDetCriterion
+
+        return RotatedRTMDetCriterion(num_classes=model.num_classes, strides=model.strides)
     if kind != "det":
         raise NotImplementedError(f"training losses for model kind {kind!r} are not implemented yet")
     return RTMDetCriterion(num_classes=model.num_classes, strides=model.strides)

@@ -115,8 +115,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if cfg.model.startswith("rtmdet-r-"):
+        from rtmdet_edge.training.rotated_train import run_rotated
+
+        return run_rotated(cfg)
     try:
-        main(config_from_args(args))
+        main(cfg)
     except TrainingInterrupted as e:
         print(f"rtmdet-edge train: {e}; continue with --resume auto --out {args.out}", file=sys.stderr)
         return 128 + e.args[1] if len(e.args) > 1 else 130
