@@ -169,6 +169,10 @@ def test_resolve_amp():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    reason="this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated, ~15x slower than fp32, hours for this test",
+)
 def test_tiny_model_overfits_eight_synthetic_images_with_bf16_autocast():
     """The same overfit as the fp32 test above, with the forward under CPU bfloat16 autocast (`--amp bf16`); the loss
     and the assigner stay in float32. No time bound: on CPUs without AVX512-BF16/AMX bf16 is emulated and slower."""
