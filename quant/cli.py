@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-5, help="QAT: learning rate (Krishnamoorthi 2018 fine-tunes at 1e-5)")
     p.add_argument("--batch", type=int, default=8, help="QAT: batch size")
     p.add_argument("--resume", action="store_true", help="QAT: continue from <out>/qat_last.pth")
+    p.add_argument("--max-drop", type=float, default=None, metavar="D",
+                   help="mixed precision: keep the fewest, most sensitive convs in float until the mAP drop on the "
+                        "val split of --data is at most D points (default: off)")  # fmt: skip
     p.add_argument("--out", default="runs/quantize", help="output folder")
 
 
@@ -113,4 +116,34 @@ def run(args: argparse.Namespace) -> int:
             f"parity {p['runtime']}: min SQNR {p['min_sqnr_db']} dB, detection agreement {p['detection_agreement']:.3f}"
         )
     print(f"summary: {result.summary_md}")
+    if args.max_drop is not None:
+        _mixed_precision(model, calib, settings, args, out)
     return 0
+
+
+def _mixed_precision(model, calib, settings: QuantSettings, args: argparse.Namespace, out: Path) -> None:
+    """`--max-drop D`: the fewest float layers (by sensitivity) that bring the drop within D mAP points."""
+    import json
+
+    from quant.mixed import search_mixed_precision
+    from rtmdet_edge.data.spec import build_dataset
+
+    if isinstance(model, str):
+        raise UserError("--max-drop ranks the layers of the PyTorch model: give a .pth, not an .onnx")
+    if args.data is None:
+        raise UserError("--max-drop measures the drop on labelled data: give --data")
+    synthetic = str(args.data).split(":", 1)[0] in ("synthetic", "study")
+    val = build_dataset(args.data, images=args.images, split="val", imgsz=args.imgsz,
+                        num_classes=model.num_classes if synthetic else None)  # fmt: skip
+    target = "openvino" if args.recipe == "nncf" else "onnxruntime"
+    result = search_mixed_precision(model, calib, val, args.max_drop, recipe=args.recipe, settings=settings,
+                                    target=target, imgsz=args.imgsz, out_dir=out / "mixed")  # fmt: skip
+    (out / "mixed").mkdir(parents=True, exist_ok=True)
+    (out / "mixed" / "mixed.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    state = "met" if result.met else "NOT met"
+    print(f"--max-drop {args.max_drop}: {state} on {target}: FP32 mAP {result.fp32_map:.2f}, all-INT8 "
+          f"{result.int8_map:.2f}, mixed {result.mixed_map:.2f} with {len(result.kept_float)} layers in float; "
+          f"latency FP32 {result.latency_ms['fp32']:.1f} / INT8 {result.latency_ms['int8']:.1f} / mixed "
+          f"{result.latency_ms['mixed']:.1f} ms -> {result.model_file}")  # fmt: skip
+    for layer in result.kept_float:
+        print(f"  float: {layer['layer']} ({layer['block']}, one-layer SQNR {layer['sqnr_db']:.1f} dB)")

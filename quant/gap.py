@@ -87,6 +87,7 @@ class GapSettings:
     runs: int = 30
     evidence: bool = True
     qat_epochs: int = 3
+    qat_lr: float = 1e-5
     seed: int = 0
 
 
@@ -172,14 +173,20 @@ def _int8_file(target: str, result) -> Path:
     return result.openvino_xml if target == "openvino" and result.openvino_xml is not None else result.qdq_onnx
 
 
-def _qat_model_file(model: nn.Module, calib, settings: GapSettings, out: Path) -> Path:
-    """QAT Q/DQ ONNX through quant.qat (ImportError when this version has no QAT)."""
-    from quant import qat  # noqa: F401  (raises ImportError in versions without QAT)
+def _qat_model_file(model: nn.Module, settings: GapSettings, out: Path) -> Path:
+    """QAT (quant.qat.run_qat, NNCF PyTorch fake quantization + the project's training loop) -> its Q/DQ ONNX.
 
-    return qat.quantize_aware_finetune(
-        model, data=settings.data, images=settings.images, imgsz=settings.imgsz, epochs=settings.qat_epochs,
-        out_dir=out, calib=calib,
+    The fine-tuning data is the train split of the study's --data; the held-out split stays unseen."""
+    import argparse as _argparse
+
+    from quant.qat import run_qat
+    from quant.settings import QuantSettings
+
+    args = _argparse.Namespace(
+        data=settings.data, images=settings.images, calib_size=settings.calib_size, imgsz=settings.imgsz,
+        epochs=settings.qat_epochs, batch=8, lr=settings.qat_lr, out=str(out), resume=False,
     )  # fmt: skip
+    return Path(run_qat(model, args, QuantSettings()))
 
 
 def run_family(weights: str, settings: GapSettings, out: Path, progress) -> FamilyRun:
@@ -212,7 +219,7 @@ def run_family(weights: str, settings: GapSettings, out: Path, progress) -> Fami
                     "calibrator": method.calibrator, "granularity": method.granularity}  # fmt: skip
         try:
             if method.recipe is None:
-                files = dict.fromkeys(settings.targets, _qat_model_file(model, calib, settings, folder / name))
+                files = dict.fromkeys(settings.targets, _qat_model_file(model, settings, folder / name))
             else:
                 qs = QuantSettings(calibrator=method.calibrator, granularity=method.granularity)
                 result = ptq(model, calib, recipe=method.recipe, settings=qs, out_dir=folder / name,
