@@ -236,18 +236,12 @@ class CocoDataset(DetectionDataset):
     def load_raw(self, index: int) -> Sample:
         # An image that passed the signature check but does not decode is replaced by the next good one (one
         # counted warning per file), so a training epoch keeps its length.
-        for k in range(len(self)):
-            image_id = self.image_ids[(index + k) % len(self)]
-            info = self.coco.imgs[image_id]
-            path = self.images_dir / info["file_name"]
-            image, why = read_image(path)
-            if image is not None:
-                break
-            if str(path) not in self._warned:
-                self._warned.add(str(path))
-                self.skips.skip("undecodable image", f"{path}: {why}; using another image instead")
-        else:
-            raise UserError(f"none of the {len(self)} images in {self.images_dir} can be decoded")
+        k, image = self.first_decodable(
+            index, lambda i: self.images_dir / self.coco.imgs[self.image_ids[i]]["file_name"], f"in {self.images_dir}"
+        )
+        image_id = self.image_ids[k]
+        info = self.coco.imgs[image_id]
+        path = self.images_dir / info["file_name"]
         h, w = image.shape[:2]
         sample = self._annotations(image_id, h, w)
         sample.update(image=image, image_id=int(image_id), path=str(path), ori_shape=(h, w))

@@ -148,18 +148,8 @@ class DotaDataset(DetectionDataset):
         return dict(self.skips.counts)
 
     def load_raw(self, index: int) -> Sample:
-        for k in range(len(self)):  # an undecodable image is replaced by the next good one (see CocoDataset)
-            index_k = (index + k) % len(self)
-            path, corners, labels, difficult = self.items[index_k]
-            image, why = read_image(path)
-            if image is not None:
-                break
-            if str(path) not in self._warned:
-                self._warned.add(str(path))
-                self.skips.skip("undecodable image", f"{path}: {why}; using another image instead")
-        else:
-            raise UserError(f"none of the {len(self)} images of {self.root} can be decoded")
-        index = index_k
+        index, image = self.first_decodable(index, lambda i: self.items[i][0], f"of {self.root}")
+        path, corners, labels, difficult = self.items[index]
         n = len(labels)
         rboxes = np.stack([points_to_rbox_le90(c) for c in corners]) if n else np.zeros((0, 5), np.float32)
         boxes = np.concatenate([corners.min(1), corners.max(1)], 1) if n else np.zeros((0, 4), np.float32)

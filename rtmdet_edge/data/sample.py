@@ -159,6 +159,24 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         raise NotImplementedError
 
+    def first_decodable(self, index: int, path_at: Callable[[int], Any], where: str) -> tuple[int, np.ndarray]:
+        """(index, BGR image) of the first decodable image from `index` on, wrapping around: an undecodable file is
+        replaced by the next good one (one counted warning per file in self.skips), so an epoch keeps its length."""
+        from rtmdet_edge.data.coco import read_image
+        from rtmdet_edge.errors import UserError
+
+        warned = self.__dict__.setdefault("_warned", set())
+        for k in range(len(self)):
+            i = (index + k) % len(self)
+            path = path_at(i)
+            image, why = read_image(path)
+            if image is not None:
+                return i, image
+            if str(path) not in warned:
+                warned.add(str(path))
+                self.skips.skip("undecodable image", f"{path}: {why}; using another image instead")
+        raise UserError(f"none of the {len(self)} images {where} can be decoded")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
