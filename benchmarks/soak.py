@@ -100,7 +100,8 @@ def soak_training(iters: int, imgsz: int, eval_every: int, sample_every: int, wi
             if epoch % max(sample_every // iters_per_epoch, 1) == 0:
                 gc.collect()
                 samples.append(rss_mb())
-    return {"iterations": done, "epochs": epoch, "evaluations": evals, "seconds": round(time.perf_counter() - t0)}, samples
+    info = {"iterations": done, "epochs": epoch, "evaluations": evals, "seconds": round(time.perf_counter() - t0)}
+    return info, samples
 
 
 def soak_detector(calls: int, imgsz: int, sample_every: int, widen: float) -> tuple[dict, list[float]]:

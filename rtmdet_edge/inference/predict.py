@@ -164,7 +164,9 @@ def _open_capture(source: int | str, what: str) -> cv2.VideoCapture:
     return cap
 
 
-def _run_stream(detector: Detector, source: int | str, what: str, name: str, args: argparse.Namespace, out: Path) -> int:
+def _run_stream(
+    detector: Detector, source: int | str, what: str, name: str, args: argparse.Namespace, out: Path
+) -> int:
     cap = _open_capture(source, what)
     try:
         n = predict_stream(detector, cap, name, out, args.show_thr, not args.no_save_media, args.max_frames)
@@ -197,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
         if not paths:
             raise UserError(f"--source {source}: the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         n = predict_images(detector, paths, out, args.show_thr, save_media)
-        print(f"{n}/{len(paths)} images -> {out}" + (f" ({len(paths) - n} unreadable, skipped)" if n < len(paths) else ""))
+        skipped = f" ({len(paths) - n} unreadable, skipped)" if n < len(paths) else ""
+        print(f"{n}/{len(paths)} images -> {out}{skipped}")
         return 0
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return _run_stream(detector, str(path), f"video {path}", path.stem, args, out)
