@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose or e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = f" while writing {e.filename}" if e.filename else ""
-        print(f"rtmdet-edge {args.command}: error: no space left on the device{where}; nothing partial was kept", file=sys.stderr)
+        message = f"no space left on the device{where}; nothing partial was kept"
+        print(f"rtmdet-edge {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -102,7 +102,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call write(tmp_path) and move its file onto `path` (e.g. atomic_write_with(p, lambda t: onnx.save(m, str(t))))."""
+    """Call write(tmp_path), then move its file onto `path`: atomic_write_with(p, lambda t: onnx.save(m, str(t)))."""
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)

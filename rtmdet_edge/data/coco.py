@@ -75,7 +75,8 @@ def _load_coco(ann_file: Path) -> COCO:
         raise UserError(f"{ann_file}: 'annotations' must be a list")
     if not isinstance(data.get("categories"), list) or not data["categories"]:
         raise UserError(f"{ann_file} is not a COCO instances file: it needs a non-empty 'categories' list")
-    for key, fields in (("images", ("id", "file_name")), ("categories", ("id",)), ("annotations", ("image_id", "category_id", "bbox"))):
+    required = (("images", ("id", "file_name")), ("categories", ("id",)), ("annotations", ("image_id", "category_id", "bbox")))
+    for key, fields in required:
         for k, entry in enumerate(data[key]):
             if not isinstance(entry, dict) or any(f not in entry for f in fields):
                 raise UserError(f"{ann_file}: {key}[{k}] lacks one of the fields {list(fields)}")
@@ -141,7 +142,8 @@ class CocoDataset(DetectionDataset):
             path = (self.images_dir / name).resolve()
             if not path.is_relative_to(root):
                 # Never open a file outside the images folder ("../../etc/passwd", an absolute path): refuse it.
-                self.skips.skip("outside the images folder", f"{self.ann_file}: image {img['id']} file_name {name!r} points outside {self.images_dir}; skipped")
+                message = f"{self.ann_file}: image {img['id']} file_name {name!r} points outside {self.images_dir}; skipped"
+                self.skips.skip("outside the images folder", message)
                 continue
             problem = image_problem(path)
             if problem:
@@ -154,7 +156,8 @@ class CocoDataset(DetectionDataset):
         if not ids:
             listed = len(self.coco.dataset["images"])
             why = f" ({self.skips.summary()})" if self.skips.total() else ""
-            raise UserError(f"{self.ann_file}: no usable images: {listed} listed{why}" + (", none with objects" if filter_empty and listed else ""))
+            empty = ", none with objects" if filter_empty and listed else ""
+            raise UserError(f"{self.ann_file}: no usable images: {listed} listed{why}{empty}")
 
     def _check_annotations(self) -> None:
         """Warn (one line each, counted) about annotations that cannot become a box; they are dropped at load."""
@@ -163,13 +166,17 @@ class CocoDataset(DetectionDataset):
             x, y, w, h = (float(v) for v in ann["bbox"])
             where = f"{self.ann_file}: annotation {ann['id']} (image {ann['image_id']})"
             if ann["category_id"] not in self.cat_to_label:
-                self.skips.skip("unknown category", f"{where} uses category id {ann['category_id']} not in 'categories'; dropped")
+                message = f"{where} uses category id {ann['category_id']} not in 'categories'; dropped"
+                self.skips.skip("unknown category", message)
             elif not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
-                self.skips.skip("empty box", f"{where} has a box of zero, negative or non-finite size {ann['bbox']}; dropped")
+                message = f"{where} has a box of zero, negative or non-finite size {ann['bbox']}; dropped"
+                self.skips.skip("empty box", message)
             else:
                 iw, ih = sizes.get(ann["image_id"], (None, None))
-                if isinstance(iw, (int, float)) and isinstance(ih, (int, float)) and (x >= iw or y >= ih or x + w <= 0 or y + h <= 0):
-                    self.skips.skip("box outside the image", f"{where} box {ann['bbox']} lies outside the {iw}x{ih} image; dropped")
+                known = isinstance(iw, (int, float)) and isinstance(ih, (int, float))
+                if known and (x >= iw or y >= ih or x + w <= 0 or y + h <= 0):
+                    message = f"{where} box {ann['bbox']} lies outside the {iw}x{ih} image; dropped"
+                    self.skips.skip("box outside the image", message)
 
     @property
     def skipped(self) -> dict[str, int]:

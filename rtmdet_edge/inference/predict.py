@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         if not paths:
             raise UserError(f"--source {source}: the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         n = predict_images(detector, paths, out, args.show_thr, save_media)
-        print(f"{n}/{len(paths)} images -> {out}")
+        skipped = f" ({len(paths) - n} unreadable, skipped)" if n < len(paths) else ""
+        print(f"{n}/{len(paths)} images -> {out}{skipped}")
         return 0
     if path.suffix.lower() in VIDEO_SUFFIXES:
         n = predict_stream(detector, str(path), path.stem, out, args.show_thr, save_media, args.max_frames)

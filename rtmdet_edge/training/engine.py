@@ -146,7 +146,8 @@ def train_one_epoch(
                 ema.update(model)
             nonfinite_in_a_row = 0
             done += 1
-            stats = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm}
+            stats = {k: float(v.detach()) for k, v in losses.items()}
+            stats |= {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm}
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
@@ -154,7 +155,8 @@ def train_one_epoch(
             # AMP overflow: the scaler skipped the step and lowered its scale. The weights did not move, so neither
             # may the EMA, and an inf must not enter the epoch's mean grad norm.
             skipped += 1
-        saved = save_fn is not None and save_every_iters > 0 and (i + 1) % save_every_iters == 0 and i + 1 < iters_per_epoch
+        due = save_every_iters > 0 and (i + 1) % save_every_iters == 0 and i + 1 < iters_per_epoch
+        saved = save_fn is not None and due
         if saved:
             save_fn(i)
         if stop_requested is not None and i + 1 < iters_per_epoch and stop_requested():

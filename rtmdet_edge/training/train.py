@@ -251,7 +251,8 @@ class StopSignal:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        log.warning("%s: stopping after this iteration and saving a resumable checkpoint (again: stop now)", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        log.warning("%s: stopping after this iteration and saving a resumable checkpoint (again: stop now)", name)
 
     def is_set(self, world_size: int = 1, device: torch.device | None = None) -> bool:
         flag = self.signum is not None
