@@ -89,9 +89,11 @@ def load_backend(path_or_model, name: str | None = None, **kwargs) -> Backend:
 
         from targets.export import export_onnx
 
-        imgsz = kwargs.pop("imgsz", 640)
-        tmp = Path(tempfile.mkdtemp(prefix="rtmdet_edge_"))
-        path_or_model = export_onnx(model, tmp / "model.onnx", imgsz=imgsz, dynamic=True)
+        # The exported file only has to live until the runtime has loaded it (ORT, OpenVINO and TensorRT keep
+        # their own copy in memory), so it goes into a folder removed right after.
+        with tempfile.TemporaryDirectory(prefix="rtmdet_edge_") as tmp:
+            onnx_path = export_onnx(model, Path(tmp) / "model.onnx", imgsz=kwargs.pop("imgsz", 640), dynamic=True)
+            return load_backend(onnx_path, name, **kwargs)
     path = Path(path_or_model)
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
@@ -117,9 +119,20 @@ def load_backend(path_or_model, name: str | None = None, **kwargs) -> Backend:
         from targets.tensorrt import TrtBackend, build_engine
 
         if suffix == ".onnx":
+            from rtmdet_edge.io import content_key
+
             precision = kwargs.pop("precision", "fp32")
-            path = build_engine(path, path.with_suffix(f".{precision}.engine"), precision=precision)
+            # cached by content, not by name: an ONNX re-exported with other weights gets a new engine
+            key = content_key([path], {"precision": precision, "device": device, "tensorrt": _tensorrt_version()})
+            engine = path.with_name(f"{path.stem}.{precision}.{key}.engine")
+            path = engine if engine.is_file() else build_engine(path, engine, precision=precision)
         if not device.startswith("cuda"):
             raise UserError(f"the tensorrt backend runs on a CUDA device, not {device!r}")
         return TrtBackend(path, device=device, **kwargs)
     raise UserError(f"the {name} backend cannot run a {suffix} file")
+
+
+def _tensorrt_version() -> str:
+    from targets.tensorrt import import_tensorrt
+
+    return str(import_tensorrt().__version__)

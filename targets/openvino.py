@@ -11,6 +11,7 @@ compress_to_fp16=True: weights stored as f16 and decompressed to f32 at load on 
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -58,7 +59,13 @@ def convert_to_openvino(
     model = ov.convert_model(str(onnx_path))
     _copy_onnx_metadata(onnx_path, model)
     model.set_rt_info("f16-weights" if compress_to_fp16 else "fp32", ["rtmdet_edge", "weights"])
-    ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+    # Written into a temporary folder beside the target, then moved: .bin first, .xml last, so an .xml that exists
+    # always has its whole .bin (a kill mid-save leaves the previous pair or nothing, never half a file).
+    with tempfile.TemporaryDirectory(prefix=f".{xml_path.stem}.", dir=xml_path.parent) as tmp:
+        staged = Path(tmp) / xml_path.name
+        ov.save_model(model, str(staged), compress_to_fp16=compress_to_fp16)
+        os.replace(staged.with_suffix(".bin"), xml_path.with_suffix(".bin"))
+        os.replace(staged, xml_path)
     return xml_path
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rtmdet_edge.io import atomic_write_text, atomic_write_with
+
 ROW_FIELDS = (
     "target",
     "precision",
@@ -147,7 +149,7 @@ def meta_lines(meta: dict[str, Any]) -> list[str]:
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     title = f"# Benchmark: {report['meta'].get('model', '')}"
     text = "\n".join([title, "", *meta_lines(report["meta"]), "", markdown_table(report["rows"]), ""])
-    path.write_text(text)
+    atomic_write_text(path, text)
 
 
 def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
@@ -174,7 +176,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path, title: str = "") 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(out_dir / "latency_vs_map.png")
-    fig.savefig(paths[-1], dpi=120)
+    atomic_write_with(paths[-1], lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(ok) + 2), 4.4))
@@ -193,7 +195,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path, title: str = "") 
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     paths.append(out_dir / "latency_bars.png")
-    fig.savefig(paths[-1], dpi=120)
+    atomic_write_with(paths[-1], lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return paths
 
@@ -203,7 +205,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "report.json"
-    json_path.write_text(json.dumps(report, indent=1, default=str))
+    atomic_write_text(json_path, json.dumps(report, indent=1, default=str))
     md_path = out_dir / "report.md"
     write_markdown(report, md_path)
     plots = write_plots(report["rows"], out_dir, title=str(report["meta"].get("model", "")))

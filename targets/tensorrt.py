@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from rtmdet_edge.errors import UserError
+from rtmdet_edge.io import atomic_write_bytes, atomic_write_text
 from rtmdet_edge.models.outputs import flatten_outputs
 from targets import INPUT_NAME
 from targets.export import convert_onnx_to_fp16, deployment_model, has_qdq, read_metadata
@@ -114,10 +115,11 @@ def build_engine(
         raise UserError(f"TensorRT failed to build an engine from {onnx_path} ({precision}); see the log above")
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    engine_path.write_bytes(bytes(serialized))
+    atomic_write_bytes(engine_path, bytes(serialized))  # a kill mid-write never leaves half an engine
     meta = read_metadata(model)
-    engine_path.with_suffix(engine_path.suffix + ".json").write_text(
-        json.dumps({**meta, "precision": precision, "tensorrt": trt.__version__}, indent=1)
+    atomic_write_text(
+        engine_path.with_suffix(engine_path.suffix + ".json"),
+        json.dumps({**meta, "precision": precision, "tensorrt": trt.__version__}, indent=1),
     )
     return engine_path
 

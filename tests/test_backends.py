@@ -194,3 +194,16 @@ def test_detector_post_processes_on_one_thread_next_to_another_runtime(images):
     det(images[0])
     assert torch.get_num_threads() == threads  # restored after post-processing
     assert Detector(TorchBackend(shared_model()), imgsz=IMGSZ).post_threads is None  # torch keeps its own pool
+
+
+def test_backend_from_a_model_leaves_no_temporary_files(tmp_path, monkeypatch) -> None:
+    """A module given to load_backend is exported into a temporary folder that is gone once the runtime loaded it."""
+    import tempfile
+
+    from rtmdet_edge import build_model
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    backend = load_backend(build_model("rtmdet-tiny", num_classes=2).eval(), "onnxruntime", imgsz=64, num_threads=1)
+    out = backend(np.zeros((1, 3, 64, 64), np.float32))
+    assert set(out) >= {"cls_score_0", "bbox_pred_2"}
+    assert list(tmp_path.iterdir()) == []
