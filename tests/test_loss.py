@@ -464,8 +464,12 @@ def test_build_criterion_reads_the_model():
     model = SimpleNamespace(num_classes=7, strides=(8, 16, 32), config=SimpleNamespace(kind="det"))
     criterion = build_criterion(model)
     assert criterion.num_classes == 7 and criterion.strides == (8, 16, 32)
-    with pytest.raises(NotImplementedError, match="rot"):
-        build_criterion(SimpleNamespace(num_classes=7, strides=(8, 16, 32), config=SimpleNamespace(kind="rot")))
+    from rtmdet_edge.training.mask_loss import RTMDetInsCriterion
+    from rtmdet_edge.training.rotated_loss import RotatedRTMDetCriterion
+
+    for kind, cls in (("ins", RTMDetInsCriterion), ("rot", RotatedRTMDetCriterion)):
+        other = build_criterion(SimpleNamespace(num_classes=7, strides=(8, 16, 32), config=SimpleNamespace(kind=kind)))
+        assert isinstance(other, cls) and other.num_classes == 7
 
 
 def test_target_count_mismatch_is_an_error():

@@ -130,11 +130,17 @@ def test_exp_on_reg_for_m_l_x() -> None:
     assert all(PRESETS[n].bn_eps == 1e-5 for n in PRESETS)
 
 
-def test_unknown_model_and_unimplemented_heads_are_clear() -> None:
+def test_unknown_model_and_detection_only_options_are_clear() -> None:
+    from dataclasses import replace
+
+    from rtmdet_edge.config import get_config
+
     with pytest.raises(UserError, match="unknown model"):
         build_model("rtmdet-xxl")
-    with pytest.raises(UserError, match="not implemented"):
-        build_model("rtmdet-r-tiny")
+    for name in ("rtmdet-ins-tiny", "rtmdet-r-tiny"):  # every kind has its head; depthwise/unshared are det-only
+        assert build_model(name).bbox_head is not None
+        with pytest.raises(UserError, match="detection-head options"):
+            build_model(replace(get_config(name), share_conv=False))
 
 
 def _tolerances(official_dir, size: str) -> dict[str, float]:

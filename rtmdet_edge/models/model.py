@@ -27,9 +27,7 @@ class RTMDet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.kind not in HEADS:
-            raise UserError(
-                f"{config.name}: the rotated head is not implemented yet; only rtmdet-* and rtmdet-ins-* can be built"
-            )
+            raise UserError(f"{config.name}: unknown model kind {config.kind!r}; choose one of {', '.join(HEADS)}")
         self.config = config
         self.num_classes = config.num_classes
         self.strides = tuple(config.strides)
