@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) tools/run_tests.py -q $(PYTEST_ARGS)
 
 # The whole story on synthetic data (train dw5 + rep3, quantize PTQ + QAT, benchmark every target, gap study, demo
 # video) in about 15 minutes on 2 CPU cores; report in runs/quickstart/index.md. Short schedule: low accuracy.

@@ -76,7 +76,6 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
     """Export the fake-quantized model; NNCF's 8-bit FakeQuantize exports as QuantizeLinear/DequantizeLinear pairs."""
     import onnx
 
-    from rtmdet_edge.models.outputs import output_names
     from targets import INPUT_NAME
     from targets.export import _RawOutputs
 
@@ -91,15 +90,15 @@ def export_qdq_onnx(qmodel: nn.Module, path: str | Path, imgsz: int, opset: int 
             m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
     dummy = torch.zeros(1, 3, imgsz, imgsz)
     with torch.no_grad():
-        names = output_names(qmodel(dummy))
+        wrapper = _RawOutputs(qmodel, dummy)  # flat outputs, named as rtmdet_edge.models.outputs names them
         torch.onnx.export(
-            _RawOutputs(qmodel),
+            wrapper,
             (dummy,),
             str(path),
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=names,
+            output_names=list(wrapper.names),
         )
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
