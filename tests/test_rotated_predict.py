@@ -12,13 +12,15 @@ import torch
 import rtmdet_edge
 from rtmdet_edge.data.dota import DOTA_CLASSES, DotaDataset
 from rtmdet_edge.inference.draw import draw_detections
+from rtmdet_edge.inference.postprocess import Detections
 from rtmdet_edge.inference.predict import predict_images
 from rtmdet_edge.training.rotated_train import RotatedTrainConfig, evaluate_rotated, train_rotated
 
 
 def test_draw_rotated_boxes() -> None:
     image = np.zeros((100, 100, 3), np.uint8)
-    drawn = draw_detections(image, np.array([[50.0, 50.0, 60.0, 20.0, 0.7]]), np.array([0.9]), np.array([1]), ["a", "b"])
+    det = Detections(np.array([[50.0, 50.0, 60.0, 20.0, 0.7]]), np.array([0.9]), np.array([1]))
+    drawn = draw_detections(image, det, ["a", "b"])
     assert drawn.any() and not image.any()
     # the outline follows the rotated box: the axis-aligned corner (20, 40) of the unrotated box stays dark
     assert drawn[40, 20].sum() == 0
