@@ -164,24 +164,8 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf as null, numpy scalars as Python numbers."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_gap_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
-    from rtmdet_edge.io import atomic_write_text
+    from rtmdet_edge.io import atomic_write_text, finite_or_none
 
     plots = write_plots(report, out)
     s = report["settings"]
@@ -202,6 +186,6 @@ def write_gap_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
         evidence_tables(report.get("evidence", {})),
     ]
     paths = {"json": out / "report.json", "md": out / "report.md"}
-    atomic_write_text(paths["json"], json.dumps(_clean(report), indent=2))
+    atomic_write_text(paths["json"], json.dumps(finite_or_none(report), indent=2, default=str))
     atomic_write_text(paths["md"], "\n".join(md) + "\n")
     return paths

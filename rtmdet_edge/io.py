@@ -109,7 +109,9 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> 
 
 
 def finite_or_none(obj: Any) -> Any:
-    """obj with every NaN/inf float (nested in dicts, lists, tuples) replaced by None."""
+    """obj with every NaN/inf float (nested in dicts, lists, tuples) replaced by None; numpy scalars as Python ones."""
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # numpy scalar / 0-d array
+        obj = obj.item()
     if isinstance(obj, float):
         return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
     if isinstance(obj, Mapping):
