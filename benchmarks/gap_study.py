@@ -17,7 +17,6 @@ section: recipe, learning curves, gap table, evidence, the exact command and how
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -84,11 +83,10 @@ def train(recipe: dict, block: str, device: str) -> tuple[Path, float]:
 
 
 def learning_curve(folder: Path) -> list[dict[str, float]]:
+    from benchmarks.learning_curve import read_metrics  # one reader of train's metrics.csv
+
     path = folder / "metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    return read_metrics(path) if path.is_file() else []
 
 
 def curve_plot(curves: dict[str, list[dict]], path: Path) -> None:
