@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 # training on a few thousand images needs far more steps than 30 minutes give at that rate.
 RECIPE = {
     "model": "rtmdet-tiny",
-    "data": "study:4000",
+    "data": "study:2000",
     "val_data": "study:200",
-    "imgsz": 192,
-    "epochs": 12,
+    "imgsz": 160,
+    "epochs": 10,
     "stage2_epochs": 2,
-    "batch": 16,
+    "batch": 8,
     "lr": 0.004,
     "warmup_iters": 200,
     "seed": 0,
@@ -114,6 +114,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", default="dw5,rep3,qarep3", help="block families (dw3,dw7 for the kernel ablation)")
     p.add_argument("--skip-train", action="store_true", help="use cached checkpoints only")
+    p.add_argument("--train-only", action="store_true", help="train (or find cached) checkpoints, print them, stop")
     p.add_argument("--device", default="auto")
     p.add_argument("--gpu-scale", action="store_true", help="the 640 / more-images recipe (needs CUDA)")
     p.add_argument("--methods", default=None, help="gap methods (default: all)")
@@ -133,6 +134,9 @@ def main() -> int:
             w, train_s[block] = train(recipe, block, args.device)
         weights.append(str(w))
         curves[block] = learning_curve(w.parent)
+    if args.train_only:
+        print("\n".join(weights))
+        return 0
 
     from quant.gap import DEFAULT_METHODS, GapSettings, run_gap
 
