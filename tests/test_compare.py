@@ -71,3 +71,15 @@ def test_empty_sets_and_labels():
     assert not m.ok and m.missing == [3] and m.extra == [3]
     with pytest.raises(ValueError):
         match_detections(dets(REF), dets(REF), score_atol=1e-4)
+
+
+def test_rotated_boxes_match_with_rotated_iou_in_either_form():
+    """RTMDet-R: [N,5] boxes; (w, h, a) and (h, w, a + pi/2) are the same box, a moved box is not."""
+    ref = Detections(np.array([[50, 50, 40, 10, 0.3], [20, 20, 8, 8, 0.0]]), np.array([0.9, 0.5]), np.array([0, 1]))
+    same = Detections(np.array([[20, 20, 8, 8, 0.0], [50, 50, 10, 40, 0.3 + np.pi / 2]]), np.array([0.5, 0.9]),
+                      np.array([1, 0]))  # fmt: skip
+    m = match_detections(ref, same, score_atol=1e-3, min_iou=0.9)
+    assert m.ok and m.matched == 2 and m.box_max_abs < 1e-6
+    moved = Detections(np.array([[50, 50, 40, 10, 0.3 + 0.5], [20, 20, 8, 8, 0.0]]), np.array([0.9, 0.5]), np.array([0, 1]))
+    m = match_detections(ref, moved, score_atol=1e-3, min_iou=0.9)
+    assert m.matched == 1 and m.missing == [0] and m.extra == [0]

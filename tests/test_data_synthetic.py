@@ -96,3 +96,21 @@ def test_bad_arguments():
         SyntheticDataset(5, num_classes=0)  # more than 12 is allowed: see test_robustness_data
     with pytest.raises(IndexError):
         SyntheticDataset(5).load_raw(5)
+
+
+def test_easy_style_plain_colours_same_labels():
+    """`easy` (the Ins/R learning curves' task): 3 classes, at most 4 objects, no clutter; switching textures off keeps
+    the shapes and labels of the textured images (the texture is drawn from the stream, then discarded)."""
+    from dataclasses import replace
+
+    from rtmdet_edge.data.spec import build_dataset
+    from rtmdet_edge.data.synthetic import EASY
+
+    easy = build_dataset("easy:12", split="val", imgsz=128)
+    assert easy.class_names == ["ellipse", "rectangle", "triangle"] and easy.style == EASY
+    textured = SyntheticDataset(12, 3, 128, split="val", max_objects=4, style=replace(EASY, textures=True))
+    for i in range(12):
+        a, b = easy.load_raw(i), textured.load_raw(i)
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        np.testing.assert_array_equal(a["boxes"], b["boxes"])
+        assert 1 <= len(a["labels"]) <= 5

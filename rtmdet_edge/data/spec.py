@@ -4,6 +4,8 @@ Accepted forms:
     synthetic | synthetic:N           procedural shapes (N images; default 2000 train / 200 val)
     study | study:N                   the gap study's easier synthetic task: 4 classes, at most 8 objects, less
                                       clutter, no objects under 16 px (rtmdet_edge.data.synthetic.STUDY)
+    easy | easy:N                     the Ins/R learning curves' task: 3 classes, at most 4 objects, solid colours,
+                                      no clutter, no objects under 24 px (rtmdet_edge.data.synthetic.EASY)
     path/to/instances.json            COCO; images from --images or a sibling images folder
     path/to/folder                    DOTA root (has labelTxt*/) or COCO root (annotations/instances_*.json + images/)
     path/to/data.yaml                 train:/val:/test: entries relative to the YAML (or to its `path:`), names:
@@ -24,6 +26,7 @@ from rtmdet_edge.data.synthetic import SyntheticDataset
 from rtmdet_edge.errors import UserError
 
 SYNTHETIC_DEFAULT_IMAGES = {"train": 2000, "val": 200, "test": 200}
+SYNTHETIC_KINDS = ("synthetic", "study", "easy")
 
 
 def _guess_images_dir(ann_file: Path, split: str) -> Path:
@@ -107,7 +110,7 @@ def _from_yaml(path: Path, split: str, images, num_classes, imgsz, **kw: Any) ->
         img_dir = root / entry["images"] if entry.get("images") else _guess_images_dir(ann, split)
         ds = CocoDataset(ann, img_dir, **kw)
     elif isinstance(entry, str):
-        if entry.split(":", 1)[0] in ("synthetic", "study"):
+        if entry.split(":", 1)[0] in SYNTHETIC_KINDS:
             ds = build_dataset(entry, split=split, num_classes=num_classes or (len(names) if names else None), imgsz=imgsz, **kw)
         else:
             ds = _from_path(root / entry, split, images, names, **kw)
@@ -137,7 +140,7 @@ def build_dataset(
     spec_str = str(spec)
     kw: dict[str, Any] = {"transforms": transforms}
     kind = spec_str.split(":", 1)[0]
-    if kind in ("synthetic", "study"):
+    if kind in SYNTHETIC_KINDS:
         count = SYNTHETIC_DEFAULT_IMAGES.get(split, 200)
         if ":" in spec_str:
             try:
@@ -146,6 +149,8 @@ def build_dataset(
                 raise UserError(f"--data {spec_str}: expected {kind}:N with N an integer") from None
             if count < 1:
                 raise UserError(f"--data {spec_str}: N must be >= 1")
+        if kind == "easy":
+            return SyntheticDataset(count, num_classes or 3, imgsz, seed=seed, split=split, max_objects=4, style="easy", **kw)
         if kind == "study":
             return SyntheticDataset(count, num_classes or 4, imgsz, seed=seed, split=split, max_objects=8, style="study", **kw)
         return SyntheticDataset(count, num_classes or 8, imgsz, seed=seed, split=split, **kw)

@@ -10,12 +10,13 @@ under the monotone precision envelope ("area"). mAP averages the classes that ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from rtmdet_edge.geometry.rotated import rbox_iou
 
@@ -179,3 +180,20 @@ def evaluate_dota(
         mAP=float(aps[:, coco].mean()),
         per_class=per_class,
     )
+
+
+def evaluate_dota_predictor(
+    predictor: Callable[[np.ndarray], Any], dataset: Any, class_names: Sequence[str], show_progress: bool = False
+) -> DotaResult:
+    """DOTA mAP of any callable image_bgr -> detections with .boxes [N,5] le90 in original pixels, .scores, .labels
+    (a rotated Detector on any backend) over a dataset's raw samples (load_raw: "image", "rboxes", "labels",
+    optional "difficult"). The nn.Module path is rtmdet_edge.training.rotated_train.evaluate_rotated."""
+    dets, gts = [], []
+    for i in tqdm(range(len(dataset)), desc="eval (DOTA)", disable=not show_progress):
+        sample = dataset.load_raw(i)
+        d = predictor(sample["image"])
+        dets.append({"rboxes": np.asarray(d.boxes), "scores": np.asarray(d.scores), "labels": np.asarray(d.labels)})
+        labels = np.asarray(sample["labels"])
+        gts.append({"rboxes": sample["rboxes"], "labels": labels,
+                    "difficult": sample.get("difficult", np.zeros(len(labels), bool))})  # fmt: skip
+    return evaluate_dota(dets, gts, class_names)

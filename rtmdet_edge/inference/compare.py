@@ -16,6 +16,10 @@ backend. The rule here:
 - a detection left over alone is excused only when its score ties with the score threshold (`score_thr`, when given):
   the other side scored it just below the threshold;
 - everything else is a mismatch: a score or box that drifted, a missing or extra detection away from the cut-off.
+
+Rotated boxes ([N,5] cx, cy, w, h, angle, RTMDet-R) are matched the same way with rotated IoU; their box difference
+is the largest centre or size difference in pixels after putting both boxes in one form (w and h swap with a
+quarter turn of the angle, so (w, h, a) and (h, w, a + pi/2) are the same box).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from rtmdet_edge.geometry.rotated import rbox_iou
 from rtmdet_edge.inference.postprocess import Detections
 
 
@@ -57,12 +63,25 @@ class DetectionMatch:
 
 def _arrays(d: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d = d.numpy()
-    boxes = np.asarray(d.boxes, np.float64).reshape(-1, 4)
-    return boxes, np.asarray(d.scores, np.float64).reshape(-1), np.asarray(d.labels).reshape(-1)
+    boxes = np.asarray(d.boxes, np.float64)
+    width = boxes.shape[-1] if boxes.ndim == 2 and boxes.shape[-1] in (4, 5) else 4  # 5: rotated (RTMDet-R)
+    return boxes.reshape(-1, width), np.asarray(d.scores, np.float64).reshape(-1), np.asarray(d.labels).reshape(-1)
+
+
+def _box_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N,4|5] x [M,4|5] -> [N,M] largest coordinate difference in pixels (rotated: centre and size, same form)."""
+    if a.shape[-1] == 4:
+        return np.abs(a[:, None, :] - b[None, :, :]).max(-1)
+    centre = np.abs(a[:, None, :2] - b[None, :, :2]).max(-1)
+    same = np.abs(a[:, None, 2:4] - b[None, :, 2:4]).max(-1)
+    swapped = np.abs(a[:, None, 2:4] - b[None, :, 3:1:-1]).max(-1)  # (w, h) vs (h, w): the same box a quarter turn on
+    return np.maximum(centre, np.minimum(same, swapped))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N,4] x [M,4] xyxy -> [N,M] IoU."""
+    """[N,4] x [M,4] xyxy (or [N,5] x [M,5] rotated) -> [N,M] IoU."""
+    if a.shape[-1] == 5:
+        return rbox_iou(torch.as_tensor(a), torch.as_tensor(b)).numpy()
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(-1)
@@ -94,7 +113,9 @@ def match_detections(
     gb, gs, gl = _arrays(got)
     result = DetectionMatch(num_ref=len(rs), num_got=len(gs))
     if len(rs) and len(gs):
-        box_diff = np.abs(rb[:, None, :] - gb[None, :, :]).max(-1)  # [N, M]
+        if rb.shape[-1] != gb.shape[-1]:
+            raise ValueError(f"cannot match boxes of {rb.shape[-1]} and {gb.shape[-1]} coordinates")
+        box_diff = _box_diff(rb, gb)  # [N, M]
         ok = (rl[:, None] == gl[None, :]) & (np.abs(rs[:, None] - gs[None, :]) <= score_atol)
         if box_atol is not None:
             ok &= box_diff <= box_atol

@@ -27,6 +27,7 @@ from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessCo
 from rtmdet_edge.inference.preprocess import LetterboxMeta, normalize, normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import group_outputs
 from rtmdet_edge.inference import rotated_postprocess
+from rtmdet_edge.inference.kinds import model_kind
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 
@@ -97,6 +98,7 @@ class Detector:
             self.class_names = names or default_class_names(num_classes or 80)
             self.strides = tuple(getattr(weights_or_model, "strides", (8, 16, 32)))
             self.post_threads = None if self.backend_name.startswith("torch") else 1
+            self._set_kind(weights_or_model)
             return
         if isinstance(weights_or_model, nn.Module):
             self.model = weights_or_model
@@ -125,8 +127,14 @@ class Detector:
             self.post_threads = None if backend.startswith("torch") else 1
         self.class_names = names or default_class_names(num)
         self.strides = tuple(getattr(self.model, "strides", (8, 16, 32)))
-        # RTMDet-R: rotated boxes [N, 5] (cx, cy, w, h, angle) and mmrotate's test settings under the same preset names
-        self.rotated = getattr(getattr(self.model, "config", None), "kind", None) == "rot"
+        self._set_kind(self.model if self.model is not None else self.backend)
+
+    def _set_kind(self, source: object) -> None:
+        """kind "det" / "ins" / "rot" from the model's config or a model file's output names (a backend built from
+        an RTMDet-R ONNX has no config). RTMDet-R: rotated boxes [N, 5] (cx, cy, w, h, angle) and mmrotate's test
+        settings under the same preset names."""
+        self.kind = model_kind(source)
+        self.rotated = self.kind == "rot"
         if self.rotated and self.post_preset is not None:
             self.post_cfg = rotated_postprocess.PRESETS[self.post_preset]
 
