@@ -1,7 +1,8 @@
 """`rtmdet-edge benchmark`: accuracy and speed of one model on every target x precision available here.
 
-For each row: COCO mAP with the same evaluation code as `eval` (official test settings) and its difference to PyTorch
-FP32, parity of the raw outputs and detections against PyTorch FP32 (targets.parity), latency (median and p90) of the
+For each row: accuracy with the same evaluation code as `eval` (official test settings of the model's kind) and its
+difference to PyTorch FP32 (int8 rows also their drop from the fp32 row of the same target): COCO box mAP for RTMDet,
+box and mask ("segm") mAP for RTMDet-Ins, DOTA mAP (rotated IoU) for RTMDet-R; parity of the raw outputs and detections against PyTorch FP32 (targets.parity), latency (median and p90) of the
 model call alone and end to end (the `Detector` around the same backend: letterbox + normalise + model + decode/NMS
 with the deploy settings), FPS, batch throughput, model file size and peak memory (targets.memory). Rows that cannot
 run here say why: each backend file answers for itself (`available(precision)`).
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.inference.detector import Detector
+from rtmdet_edge.inference.kinds import kind_config, model_kind
 from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, PostprocessConfig
 from rtmdet_edge.inference.preprocess import letterbox, normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import group_outputs
@@ -179,7 +181,7 @@ class _Inputs:
 
 def time_row(backend: Any, image_bgr: np.ndarray, settings: BenchmarkSettings, strides: Sequence[int]) -> dict[str, Any]:
     """Model-only, end-to-end (Detector), pre and post latency of one backend, timed in interleaved rounds."""
-    imgsz, cfg = settings.imgsz, settings.latency_cfg
+    imgsz, cfg = settings.imgsz, settings.latency_cfg  # already the model kind's preset (run_benchmark)
     batch_u8, metas = preprocess([image_bgr], imgsz)
     batch = np.ascontiguousarray(normalize_numpy(batch_u8))
     raw = backend(batch)
@@ -218,8 +220,7 @@ def time_throughput(backend: Any, batch_u8: np.ndarray, warmup: int, runs: int) 
 def measure_row(
     row: dict[str, Any], reference: nn.Module, files: ModelFiles, settings: BenchmarkSettings, inputs: _Inputs
 ) -> None:
-    """Fill one row in place: build, parity, latency, throughput, mAP, memory."""
-    from rtmdet_edge.evaluation.coco import evaluate
+    """Fill one row in place: build, parity, latency, throughput, accuracy (by model kind), memory."""
     from targets.memory import measure_memory
     from targets.parity import compare
 
@@ -232,7 +233,8 @@ def measure_row(
     row["model_size_mb"] = file_size_mb(path)
 
     parity = compare(backend, reference, images_bgr=inputs.parity, imgsz=settings.imgsz, post_cfg=settings.latency_cfg)
-    keep = ("num_images", "raw_max_abs", "raw_max_abs_norm", "det_match", "det_excused", "det_box_max_abs", "tolerance", "ok")
+    keep = ("num_images", "raw_max_abs", "raw_max_abs_norm", "det_match", "det_excused", "det_box_max_abs", "tolerance",
+            "compared", "mask_iou", "ok")  # fmt: skip
     row["parity"] = {k: v for k, v in parity.to_dict().items() if k in keep}
     row["parity"]["reasons"] = list(parity.reasons)
 
@@ -252,14 +254,54 @@ def measure_row(
 
     detector = Detector(backend, imgsz=settings.imgsz, postprocess=settings.eval_cfg)
     detector.strides = inputs.strides
-    result = evaluate(detector, inputs.subset, imgsz=settings.imgsz, show_progress=settings.progress)
-    row["mAP"] = 100 * result.metrics["AP"]
-    row["mAP50"] = 100 * result.metrics["AP50"]
+    row.update(accuracy(detector, inputs.subset, settings))
     del backend, detector
     if settings.memory:
         spec = {"target": target, "precision": precision, "threads": threads, "imgsz": settings.imgsz}
         spec["files"] = {k: (str(v) if v is not None else None) for k, v in asdict(files).items()}
         row["memory"] = measure_memory(spec)
+
+
+def accuracy(detector: Detector, subset: Any, settings: BenchmarkSettings) -> dict[str, float]:
+    """The accuracy fields of a row, in percent, by the detector's kind: COCO box mAP / mAP50; RTMDet-Ins adds COCO
+    segm_mAP / segm_mAP50 (its detections carry masks); RTMDet-R: DOTA mAP .5:.95 / mAP50 (area AP, rotated IoU) and
+    mAP50_07 (VOC07 11-point, the paper's DOTA number) instead of COCO."""
+    if detector.kind == "rot":
+        from rtmdet_edge.evaluation.dota import evaluate_dota_predictor
+
+        dota = evaluate_dota_predictor(detector, subset, subset.class_names, show_progress=settings.progress)
+        return {"mAP": 100 * dota.mAP, "mAP50": 100 * dota.mAP50, "mAP50_07": 100 * dota.mAP50_07}
+    from rtmdet_edge.evaluation.coco import evaluate
+
+    result = evaluate(detector, subset, imgsz=settings.imgsz, show_progress=settings.progress)
+    out = {"mAP": 100 * result.metrics["AP"], "mAP50": 100 * result.metrics["AP50"]}
+    if detector.kind == "ins":
+        segm = result.segm_metrics or {"AP": float("nan"), "AP50": float("nan")}  # no detections: no masks either
+        out |= {"segm_mAP": 100 * segm["AP"], "segm_mAP50": 100 * segm["AP50"]}
+    return out
+
+
+METRIC = {"det": "COCO box mAP", "ins": "COCO box and mask (segm) mAP", "rot": "DOTA mAP (rotated IoU, area AP)"}
+# accuracy fields with a difference to torch fp32 (`<field>_delta`) and, on int8 rows, a drop from the fp32 row of the
+# same target (`<field>_int8_drop`, positive = INT8 lost accuracy)
+COMPARED_FIELDS = {"det": ("mAP",), "ins": ("mAP", "segm_mAP"), "rot": ("mAP", "mAP50")}
+
+
+def add_differences(rows: Sequence[dict[str, Any]], reference: dict[str, float], kind: str) -> None:
+    """Fill `<field>_delta` (vs torch fp32) and, on int8 rows, `<field>_int8_drop` (fp32 row of the target - int8)."""
+    fp32 = {r["target"]: r for r in rows if r["precision"] == "fp32" and r["available"]}
+    for row in rows:
+        if not row["available"]:
+            continue
+        for name in COMPARED_FIELDS[kind]:
+            value = row.get(name)
+            if value is None:
+                continue
+            if reference.get(name) is not None:
+                row[f"{name}_delta"] = value - reference[name]
+            base = fp32.get(row["target"], {}).get(name)
+            if row["precision"] == "int8" and base is not None:
+                row[f"{name}_int8_drop"] = base - value
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -340,6 +382,9 @@ def run_benchmark(
             f"the model predicts {model.num_classes} classes but the data has {len(subset.class_names)}; "
             "benchmark on data with the model's classes"
         )
+    # "official" / "deploy" mean the model kind's own presets (RTMDet-Ins and RTMDet-R have their own test_cfg)
+    kind = model_kind(model)
+    settings = replace(settings, eval_cfg=kind_config(kind, settings.eval_cfg), latency_cfg=kind_config(kind, settings.latency_cfg))
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
@@ -364,7 +409,8 @@ def _run(reference: nn.Module, subset: _FirstImages, out_dir: Path, settings: Be
     if ("torch", "fp32") in plan:  # the reference row goes first
         plan.remove(("torch", "fp32"))
         plan.insert(0, ("torch", "fp32"))
-    rows, reference_map = [], None
+    kind = model_kind(reference)
+    rows, reference_acc = [], None
     for target, precision in tqdm(plan, desc="benchmark", disable=not settings.progress):
         reason = unavailable_reason(target, precision, files)
         row = empty_row(target, precision, reason)
@@ -377,28 +423,26 @@ def _run(reference: nn.Module, subset: _FirstImages, out_dir: Path, settings: Be
             row.update(empty_row(target, precision, f"failed here: {type(e).__name__}: {str(e).splitlines()[0]}"))
             continue
         if (target, precision) == ("torch", "fp32"):
-            reference_map = row["mAP"]
-    if reference_map is None:  # torch fp32 not asked for: still evaluate it once as the reference
-        from rtmdet_edge.evaluation.coco import evaluate
-
+            reference_acc = {k: row.get(k) for k in COMPARED_FIELDS[kind]}
+    if reference_acc is None:  # torch fp32 not asked for: still evaluate it once as the reference
         detector = Detector(reference, imgsz=settings.imgsz, postprocess=settings.eval_cfg, device="cpu")
-        ref = evaluate(detector, subset, imgsz=settings.imgsz, show_progress=settings.progress)
-        reference_map = 100 * ref.metrics["AP"]
-    for row in rows:
-        if row["available"] and row["mAP"] is not None:
-            row["mAP_delta"] = row["mAP"] - reference_map
-    report = {"meta": _meta(reference, len(subset), reference_map, settings), "rows": rows}
+        reference_acc = accuracy(detector, subset, settings)
+    add_differences(rows, reference_acc, kind)
+    report = {"meta": _meta(reference, len(subset), reference_acc, settings), "rows": rows}
     report["meta"]["duration_s"] = round(time.time() - t_start, 1)
     report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}
     return report
 
 
-def _meta(reference: nn.Module, num_images: int, reference_map: float, settings: BenchmarkSettings) -> dict[str, Any]:
+def _meta(reference: nn.Module, num_images: int, reference_acc: dict[str, Any], settings: BenchmarkSettings) -> dict[str, Any]:
     from targets.memory import METHOD
 
+    kind = model_kind(reference)
     return {
         "command": settings.command,
         "model": reference.config.name,
+        "kind": kind,
+        "metric": METRIC[kind],
         "num_classes": reference.num_classes,
         "weights": settings.weights,
         "data": settings.data,
@@ -410,7 +454,8 @@ def _meta(reference: nn.Module, num_images: int, reference_map: float, settings:
         "runs": settings.runs,
         "throughput_batch": settings.throughput_batch,
         "reference": "PyTorch FP32 (eager, this model)",
-        "reference_mAP": reference_map,
+        "reference_mAP": reference_acc.get("mAP"),
+        "reference_accuracy": reference_acc,
         "postprocess_eval": f"official: {asdict(settings.eval_cfg)}",
         "postprocess_latency": f"deploy: {asdict(settings.latency_cfg)}",
         "memory_method": METHOD if settings.memory else "not measured (--no-memory)",
@@ -489,6 +534,7 @@ def default_int8_models(model: nn.Module, settings: BenchmarkSettings, args: arg
 
 def run(args: argparse.Namespace) -> int:
     from rtmdet_edge.data import build_dataset
+    from rtmdet_edge.data.spec import SYNTHETIC_KINDS
     from targets.report import markdown_table
 
     settings = BenchmarkSettings(
@@ -508,7 +554,7 @@ def run(args: argparse.Namespace) -> int:
         command="rtmdet-edge benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None,
     )
     model = load_model_for_benchmark(args.weights, args.model)
-    synthetic = str(args.data).split(":", 1)[0] in ("synthetic", "study")
+    synthetic = str(args.data).split(":", 1)[0] in SYNTHETIC_KINDS
     dataset = build_dataset(
         args.data,
         images=args.images,
@@ -519,7 +565,7 @@ def run(args: argparse.Namespace) -> int:
     if "int8" in settings.precisions and args.int8_onnx is None:
         settings = replace(settings, int8_models=default_int8_models(model, settings, args))
     report = run_benchmark(model, dataset, args.out, settings)
-    print(markdown_table(report["rows"]))
+    print(markdown_table(report["rows"], report["meta"]["kind"]))
     print(f"wrote {', '.join(report['files'].values())}")
     return 0
 

@@ -22,9 +22,17 @@ ROW_FIELDS = (
     "effective_precision",  # what the runtime reports it really computes in (e.g. OpenVINO's inference precision)
     "model_file",
     "model_size_mb",
-    "mAP",  # COCO AP@[.5:.95] in percent
-    "mAP50",
+    "mAP",  # COCO box AP@[.5:.95] in percent (RTMDet-R: DOTA area mAP over IoU .5:.95, rotated IoU)
+    "mAP50",  # RTMDet-R: DOTA area AP50
+    "mAP50_07",  # RTMDet-R only: DOTA VOC07 11-point mAP50 (the paper's DOTA number)
+    "segm_mAP",  # RTMDet-Ins only: COCO mask AP@[.5:.95] in percent
+    "segm_mAP50",
     "mAP_delta",  # mAP - PyTorch FP32 mAP, percentage points
+    "mAP50_delta",  # RTMDet-R
+    "segm_mAP_delta",  # RTMDet-Ins
+    "mAP_int8_drop",  # int8 rows: fp32 row of the same target - this row, points (positive: INT8 lost accuracy)
+    "mAP50_int8_drop",  # RTMDet-R
+    "segm_mAP_int8_drop",  # RTMDet-Ins
     "parity",  # targets.parity.compare against PyTorch FP32: raw max abs (boxes / stride), detections matched
     "latency_model",  # LatencyResult dict, batch 1, backend call only
     "latency_e2e",  # LatencyResult dict, batch 1, letterbox + normalise + backend + decode/NMS
@@ -67,17 +75,51 @@ def _fmt_parity(parity: dict[str, Any] | None) -> str:
         return "-"
     raw = parity.get("raw_max_abs_norm")
     raw_text = "-" if raw is None or (isinstance(raw, float) and math.isnan(raw)) else f"{raw:.1e}"
-    return f"{raw_text} / {100 * parity.get('det_match', float('nan')):.0f}%" + ("" if parity.get("ok", True) else " FAIL")
+    text = f"{raw_text} / {100 * parity.get('det_match', float('nan')):.0f}%"
+    if parity.get("mask_iou") is not None:
+        text += f" / {parity['mask_iou']:.3f}"
+    return text + ("" if parity.get("ok", True) else " FAIL")
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The main table (available rows), then the unavailable ones with their reasons."""
+# Accuracy columns per model kind (report meta "kind"): (header, row field, digits).
+ACCURACY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "det": (("mAP (%)", "mAP"), ("ΔmAP vs torch fp32 (points)", "mAP_delta"), ("INT8 drop vs fp32 (points)", "mAP_int8_drop")),
+    "ins": (
+        ("box mAP (%)", "mAP"),
+        ("mask mAP (%)", "segm_mAP"),
+        ("mask mAP50 (%)", "segm_mAP50"),
+        ("Δ mask mAP vs torch fp32 (points)", "segm_mAP_delta"),
+        ("INT8 drop vs fp32: box / mask mAP (points)", "mAP_int8_drop/segm_mAP_int8_drop"),
+    ),
+    "rot": (
+        ("DOTA mAP .5:.95 (%)", "mAP"),
+        ("DOTA mAP50 (%)", "mAP50"),
+        ("DOTA mAP50 VOC07 (%)", "mAP50_07"),
+        ("Δ mAP50 vs torch fp32 (points)", "mAP50_delta"),
+        ("INT8 drop vs fp32: mAP / mAP50 (points)", "mAP_int8_drop/mAP50_int8_drop"),
+    ),
+}
+PARITY_HEADER = {
+    "det": "parity: raw max abs / dets matched",
+    "ins": "parity: raw max abs / dets matched / mean mask IoU",
+    "rot": "parity: raw max abs / rotated dets matched",
+}
+
+
+def _accuracy_cells(r: dict[str, Any], kind: str) -> list[str]:
+    return [" / ".join(_fmt(r.get(f), 2) for f in fields.split("/")) for _, fields in ACCURACY_COLUMNS[kind]]
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], kind: str = "det") -> str:
+    """The main table (available rows), then the unavailable ones with their reasons. kind: "det", "ins" or "rot"
+    (the accuracy columns: COCO box mAP, box and mask mAP, DOTA mAP)."""
     ok = [r for r in rows if r["available"]]
+    accuracy = ACCURACY_COLUMNS[kind]
     lines = [
-        "| target | precision | mAP (%) | ΔmAP vs torch fp32 (points) | parity: raw max abs / dets matched | model median / p90 (ms) "
+        "| target | precision | " + " | ".join(h for h, _ in accuracy) + f" | {PARITY_HEADER[kind]} | model median / p90 (ms) "
         "| end-to-end median / p90 (ms) | pre + post (ms) | (pre + post) / model | FPS (e2e) | batch throughput (img/s) | model size (MB) "
         "| peak RSS / model (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|" + "---:|" * len(accuracy) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ok:
         thr = r.get("throughput") or {}
@@ -90,8 +132,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
                 [
                     r["target"],
                     precision,
-                    _fmt(r["mAP"], 2),
-                    _fmt(r["mAP_delta"], 2),
+                    *_accuracy_cells(r, kind),
                     _fmt_parity(r["parity"]),
                     f"{_fmt(_get(r, 'latency_model', 'median_ms'))} / {_fmt(_get(r, 'latency_model', 'p90_ms'))}",
                     f"{_fmt(_get(r, 'latency_e2e', 'median_ms'))} / {_fmt(_get(r, 'latency_e2e', 'p90_ms'))}",
@@ -116,6 +157,7 @@ def meta_lines(meta: dict[str, Any]) -> list[str]:
     keys = [
         ("command", "command"),
         ("model", "model"),
+        ("accuracy", "metric"),
         ("weights", "weights"),
         ("data", "data"),
         ("images evaluated", "num_images"),
@@ -146,13 +188,17 @@ def meta_lines(meta: dict[str, Any]) -> list[str]:
     return out
 
 
+def _kind(report: dict[str, Any]) -> str:
+    return report.get("meta", {}).get("kind") or "det"
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     title = f"# Benchmark: {report['meta'].get('model', '')}"
-    text = "\n".join([title, "", *meta_lines(report["meta"]), "", markdown_table(report["rows"]), ""])
+    text = "\n".join([title, "", *meta_lines(report["meta"]), "", markdown_table(report["rows"], _kind(report)), ""])
     atomic_write_text(path, text)
 
 
-def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
+def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path, title: str = "", kind: str = "det") -> list[Path]:
     """latency_vs_map.png (model-only median latency vs mAP) and latency_bars.png (model-only and end-to-end)."""
     import matplotlib
 
@@ -171,7 +217,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path, title: str = "") 
     maps = [r["mAP"] for r in ok if r["mAP"] is not None]
     ax.set_ylim(0, max([1.0] + [1.15 * m for m in maps]))  # mAP is never negative; near-zero random-weight runs too
     ax.set_xlabel("model-only latency, median (ms, batch 1)")
-    ax.set_ylabel("mAP@[.5:.95] (%)")
+    ax.set_ylabel("DOTA mAP .5:.95 (%)" if kind == "rot" else "box mAP@[.5:.95] (%)")
     ax.set_title(f"Latency vs mAP {title}".strip())
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -208,5 +254,5 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     atomic_write_text(json_path, json.dumps(report, indent=1, default=str))
     md_path = out_dir / "report.md"
     write_markdown(report, md_path)
-    plots = write_plots(report["rows"], out_dir, title=str(report["meta"].get("model", "")))
+    plots = write_plots(report["rows"], out_dir, title=str(report["meta"].get("model", "")), kind=_kind(report))
     return {"json": json_path, "md": md_path, "latency_vs_map": plots[0], "latency_bars": plots[1]}

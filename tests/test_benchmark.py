@@ -179,3 +179,59 @@ def test_int8_rows_from_the_default_recipes(tmp_path, one_thread) -> None:
         assert int8["available"], int8
         assert int8["model_size_mb"] < rows[(target, "fp32")]["model_size_mb"] / 2  # int8 weights
     assert (out / "models" / "int8_openvino").is_dir() and (out / "models" / "int8_onnxruntime").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rtmdet-ins-tiny", "rtmdet-r-tiny"])
+def test_int8_rows_for_ins_and_rotated_models(name, tmp_path, one_thread) -> None:
+    """`benchmark --precision fp32,int8` with the default recipes on an RTMDet-Ins and an RTMDet-R model: every row
+    reports its kind's accuracy (box + mask mAP / DOTA mAP), int8 rows their drop from the fp32 row of the same target,
+    and parity compares masks (mean mask IoU) or rotated boxes."""
+    from rtmdet_edge.checkpoint import save_checkpoint
+    from rtmdet_edge.cli import main
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=NUM_CLASSES).eval()
+    with torch.no_grad():  # random weights with confident classes: detections (and masks) to compare at 0.3
+        for conv in model.bbox_head.rtm_cls:
+            conv.bias.normal_(0.0, 1.0)
+    weights = tmp_path / "model.pth"
+    save_checkpoint(weights, {"model": model.state_dict(), "config": model.config.to_dict()})
+    out = tmp_path / "bench"
+    rc = main(["benchmark", "--weights", str(weights), "--targets", "torch,onnxruntime,openvino", "--precision",
+               "fp32,int8", "--data", "easy:8", "--imgsz", "128", "--runs", "2", "--warmup", "1", "--batch", "1",
+               "--no-memory", "--calib-size", "8", "--max-images", "4", "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {(r["target"], r["precision"]): r for r in report["rows"]}
+    kind = "ins" if "ins" in name else "rot"
+    assert report["meta"]["kind"] == kind
+    text = (out / "report.md").read_text()
+    for target in ("onnxruntime", "openvino"):
+        fp32, int8 = rows[(target, "fp32")], rows[(target, "int8")]
+        assert fp32["available"] and int8["available"], (fp32["reason"], int8["reason"])
+        assert fp32["parity"]["ok"], fp32["parity"]
+        assert int8["model_size_mb"] < fp32["model_size_mb"] / 2  # int8 weights
+        assert math.isclose(int8["mAP_int8_drop"], fp32["mAP"] - int8["mAP"])
+        if kind == "ins":
+            assert "mask" in fp32["parity"]["compared"] and fp32["parity"]["mask_iou"] >= 0.99
+            assert 0 <= int8["parity"]["mask_iou"] <= 1
+            assert 0 <= int8["segm_mAP"] <= 100 and math.isclose(int8["segm_mAP_int8_drop"], fp32["segm_mAP"] - int8["segm_mAP"])
+            assert abs(fp32["segm_mAP_delta"]) <= 0.1
+        else:
+            assert "rotated" in fp32["parity"]["compared"] and fp32["parity"]["det_match"] >= 0.98
+            assert 0 <= int8["mAP50_07"] <= 100 and math.isclose(int8["mAP50_int8_drop"], fp32["mAP50"] - int8["mAP50"])
+            assert abs(fp32["mAP50_delta"]) <= 0.1
+    assert ("mask mAP (%)" if kind == "ins" else "DOTA mAP50 (%)") in text and "INT8 drop vs fp32" in text
+
+
+def test_markdown_columns_follow_the_model_kind():
+    row = empty_row("onnxruntime", "int8")
+    row.update(mAP=10.0, segm_mAP=8.0, segm_mAP50=20.0, segm_mAP_delta=-1.5, mAP_int8_drop=0.5, segm_mAP_int8_drop=1.5,
+               parity={"raw_max_abs_norm": 0.1, "det_match": 0.9, "mask_iou": 0.95, "ok": True})  # fmt: skip
+    text = markdown_table([row], "ins")
+    assert "mask mAP (%)" in text and "| 8.00 | 20.00 | -1.50 | 0.50 / 1.50 |" in text and "/ 0.950" in text
+    row.update(mAP=30.0, mAP50=60.0, mAP50_07=55.0, mAP50_delta=-2.0, mAP50_int8_drop=2.0, segm_mAP=None)
+    text = markdown_table([row], "rot")
+    assert "DOTA mAP50 (%)" in text and "| 30.00 | 60.00 | 55.00 | -2.00 | 0.50 / 2.00 |" in text
+    assert "mAP (%) | ΔmAP vs torch fp32" in markdown_table([row])  # detectors keep their columns
