@@ -30,6 +30,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def cpu_flags() -> list[str]:
+    """The SIMD features that decide INT8 speed on x86 (VNNI: one-instruction u8 x s8 dot products)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return []
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    return [f for f in wanted if f in flags]
+
+
 def ort_session(path: Path, threads: int):
     import onnxruntime as ort
 
@@ -150,6 +160,14 @@ def main() -> int:
                 "round_medians_ms": [round(v, 2) for v in per_round[(runtime, precision)]],
             }
         )
+    # Where the time goes on ONNX Runtime (its profiler), FP32 vs INT8, by conv kind and op type: which layers INT8
+    # actually speeds up on this CPU (an AVX2 core without VNNI gains far less on 3x3 convs than an AVX512-VNNI one).
+    from quant.kernels import onnxruntime_time_by_kind
+
+    by_kind = {
+        "fp32": onnxruntime_time_by_kind(ort_q.fp32_onnx, x, args.threads, args.runs),
+        "int8": onnxruntime_time_by_kind(ort_q.qdq_onnx, x, args.threads, args.runs),
+    }
     load = os.getloadavg()
     result = {
         "model": args.model,
@@ -162,15 +180,18 @@ def main() -> int:
         "quantize_seconds": round(quantize_s, 1),
         "load_average": [round(v, 1) for v in load],
         "cpu": platform.processor() or platform.machine(),
+        "cpu_flags": cpu_flags(),
         "rows": rows,
+        "onnxruntime_ms_by_kind": by_kind,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "int8_speed.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"{args.model} at {args.imgsz}, model only, batch 1, {args.threads} threads, one process, {args.rounds} interleaved "
-        f"rounds x {args.runs} runs, median of round medians; load average at the end {load[0]:.1f} "
-        "(a loaded machine: compare ratios, not absolute ms). INT8 convs: convolutions the runtime executed as INT8 "
+        f"rounds x {args.runs} runs, median of round medians; load average at the end {load[0]:.1f} on "
+        f"{os.cpu_count()} cores" + (" (a loaded machine: compare ratios, not absolute ms)" if load[0] > 0.8 * (os.cpu_count() or 1) + args.threads else "")
+        + ". INT8 convs: convolutions the runtime executed as INT8 "
         "kernels (OpenVINO runtime precision, ONNX Runtime optimized graph).",
         "",
         "| runtime | precision | median (ms) | vs float32 | vs bf16 | INT8 convs / float convs |",
@@ -182,6 +203,20 @@ def main() -> int:
         lines.append(
             f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} | {conv} |"
         )
+    lines += [
+        "",
+        f"Where the time goes on ONNX Runtime (its profiler, ms per run, {args.runs} runs; CPU flags: "
+        f"{', '.join(result['cpu_flags']) or 'unknown'}): convolutions by kind, other ops by type.",
+        "",
+        "| kernel | FP32 (ms) | INT8 U8S8 (ms) | INT8 / FP32 |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind in sorted({*by_kind["fp32"], *by_kind["int8"]}, key=lambda k: -max(by_kind["fp32"].get(k, 0), by_kind["int8"].get(k, 0))):
+        f, q = by_kind["fp32"].get(kind), by_kind["int8"].get(kind)
+        if max(f or 0, q or 0) < 0.5:
+            continue
+        ratio = f"{q / f:.2f}x" if f and q else "-"
+        lines.append(f"| {kind} | {f or 0:.1f} | {q or 0:.1f} | {ratio} |")
     (out / "int8_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -104,3 +104,57 @@ def onnxruntime_kernels(path: str | os.PathLike) -> KernelReport:
     return KernelReport(
         "onnxruntime", sum(counts[op] for op in ORT_INT8_CONV_OPS), len(float_convs), float_convs, why, others
     )
+
+
+def conv_kinds(model: onnx.ModelProto) -> dict[str, str]:
+    """Conv node name -> kind ("dw5x5", "full3x3", "full1x1", ...), reading the weight through a DequantizeLinear."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    kinds = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        w = inits.get(n.input[1])
+        if w is None and n.input[1] in producer and producer[n.input[1]].op_type == "DequantizeLinear":
+            w = inits.get(producer[n.input[1]].input[0])
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if w is not None and len(w.dims) == 4:
+            kinds[n.name] = f"{'dw' if group > 1 and w.dims[1] == 1 else 'full'}{w.dims[2]}x{w.dims[3]}"
+    return kinds
+
+
+def onnxruntime_time_by_kind(path: str | os.PathLike, x, threads: int = 2, runs: int = 10) -> dict[str, float]:
+    """Milliseconds per run by kernel, from ONNX Runtime's profiler: convolutions (float or INT8) grouped by kind
+    (depth-wise / full, kernel size), every other op by its type. Shows *which* layers INT8 speeds up on this CPU."""
+    import json
+
+    import onnxruntime as ort
+
+    kinds = conv_kinds(onnx.load(str(path)))
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        sess.run(None, {name: x})  # warm-up outside the profile
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess.run(None, {name: x})
+        sess.end_profiling()  # the first profiled run carries the session's warm-up; restart the count below
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    total: Counter = Counter()
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        op, node = e["args"]["op_name"], e["name"][: -len("_kernel_time")]
+        if op in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS):
+            # fused nodes keep the original conv's name as a prefix (e.g. "<conv>_token_12" after QDQ fusion)
+            kind = kinds.get(node) or next((k for n, k in kinds.items() if node.startswith(n)), "other")
+            op = f"conv {kind}"
+        total[op] += e["dur"] / 1e3 / runs
+    return dict(total.most_common())
