@@ -1,7 +1,7 @@
 """The README's RTMDet-Ins and RTMDet-R target tables: `rtmdet-edge benchmark` on the learning curves' trained models.
 
 Runs the real CLI once per kind (one process each) with the checkpoints benchmarks/ins_learning_curve.py and
-benchmarks/rotated_learning_curve.py keep in ~/.cache/rtmdet_edge/ (run those first), at their training size (96) on
+benchmarks/rotated_learning_curve.py keep in ~/.cache/rtmdet_edge/ (run those first), at their training size (128) on
 their held-out data (the val split of `easy`, the same images the curves evaluate on), FP32 and INT8 (each target's
 default recipe, quant.ptq.DEFAULT_RECIPE: nncf for OpenVINO, the onnxruntime recipe for ONNX Runtime, calibrated on
 training images) on torch, ONNX Runtime and OpenVINO. Ins rows report box and mask (segm) mAP, R rows DOTA mAP; INT8
@@ -79,8 +79,8 @@ def section(kind: str, report: dict[str, Any], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="ins,rot", help="comma-separated (default: %(default)s)")
-    parser.add_argument("--images", type=int, default=64, help="held-out images (default: %(default)s)")
-    parser.add_argument("--imgsz", type=int, default=96, help="the curves' training size (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=96, help="held-out images (default: %(default)s)")
+    parser.add_argument("--imgsz", type=int, default=128, help="the curves' training size (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="(default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="(default: %(default)s)")
     parser.add_argument("--runs", type=int, default=20, help="(default: %(default)s)")

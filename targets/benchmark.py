@@ -384,7 +384,9 @@ def run_benchmark(
         )
     # "official" / "deploy" mean the model kind's own presets (RTMDet-Ins and RTMDet-R have their own test_cfg)
     kind = model_kind(model)
-    settings = replace(settings, eval_cfg=kind_config(kind, settings.eval_cfg), latency_cfg=kind_config(kind, settings.latency_cfg))
+    settings = replace(
+        settings, eval_cfg=kind_config(kind, settings.eval_cfg), latency_cfg=kind_config(kind, settings.latency_cfg)
+    )
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:

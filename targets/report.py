@@ -83,7 +83,11 @@ def _fmt_parity(parity: dict[str, Any] | None) -> str:
 
 # Accuracy columns per model kind (report meta "kind"): (header, row field, digits).
 ACCURACY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "det": (("mAP (%)", "mAP"), ("ΔmAP vs torch fp32 (points)", "mAP_delta"), ("INT8 drop vs fp32 (points)", "mAP_int8_drop")),
+    "det": (
+        ("mAP (%)", "mAP"),
+        ("ΔmAP vs torch fp32 (points)", "mAP_delta"),
+        ("INT8 drop vs fp32 (points)", "mAP_int8_drop"),
+    ),
     "ins": (
         ("box mAP (%)", "mAP"),
         ("mask mAP (%)", "segm_mAP"),

@@ -75,8 +75,8 @@ HARD = SyntheticStyle()
 # 0.5:0.95), but without the clutter and tiny objects that keep a CPU-trained tiny model far from convergence.
 STUDY = SyntheticStyle(clutter=0.25, distractors=0.25, min_radius=8.0, noise=0.5)
 # The Ins and R learning curves (benchmarks/ins_learning_curve.py, rotated_learning_curve.py): objects 24 px to half
-# the image in plain colours, nothing else drawn, so a tiny model trained from scratch for ~100 iterations at 96 px
-# generalises to held-out images instead of only memorising its training set.
+# the image in plain colours, nothing else drawn, so a tiny model trained from scratch for a few hundred iterations
+# at 128 px generalises to held-out images instead of only memorising its training set.
 EASY = SyntheticStyle(clutter=0.0, distractors=0.0, min_radius=12.0, noise=0.25, textures=False)
 STYLES = {"hard": HARD, "study": STUDY, "easy": EASY}
 

@@ -42,7 +42,7 @@ def model_kind(model: Any) -> str:
     if not isinstance(model, nn.Module):
         try:
             names = getattr(model, "output_names", None)
-        except Exception:  # noqa: BLE001 - a backend that cannot list its outputs yet (torch probes lazily) is a detector
+        except Exception:  # noqa: BLE001 - a backend that cannot list its outputs yet is taken for a detector
             names = None
         if names:
             return kind_from_names(names)
