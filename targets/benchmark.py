@@ -232,7 +232,8 @@ def measure_row(
     row["model_file"] = str(path)
     row["model_size_mb"] = file_size_mb(path)
 
-    parity = compare(backend, reference, images_bgr=inputs.parity, imgsz=settings.imgsz, post_cfg=settings.latency_cfg)
+    parity = compare(backend, reference, images_bgr=inputs.parity, imgsz=settings.imgsz, post_cfg=settings.latency_cfg,
+                     precision=precision)  # fmt: skip
     keep = ("num_images", "raw_max_abs", "raw_max_abs_norm", "det_match", "det_excused", "det_box_max_abs", "tolerance",
             "compared", "mask_iou", "ok")  # fmt: skip
     row["parity"] = {k: v for k, v in parity.to_dict().items() if k in keep}
