@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from rtmdet_edge.models.depthwise import DepthwiseConv2d
-
 ActLayer = Callable[[], nn.Module]
 
 
@@ -34,12 +32,9 @@ class ConvModule(nn.Module):
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        if groups > 1 and groups == in_channels == out_channels:  # same parameters; a fast CPU training backward
-            self.conv: nn.Conv2d = DepthwiseConv2d(in_channels, kernel_size, stride)
-        else:
-            self.conv = nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
-            )
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
+        )
         self.bn: nn.Module = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         self.activate: nn.Module = act_layer() if act_layer is not None else nn.Identity()
 
