@@ -33,8 +33,9 @@ BLOCKS = ("dw5", "rep3")
 @dataclass(frozen=True)
 class Plan:
     """The short schedule, scaled by --minutes. The default (15) was sized from a measured run on 2 CPU cores: at 160 px
-    with 600 images x 6 epochs the whole quickstart took 28 minutes (training 5.5 min per model, the gap study 5.5),
-    so the default trains at 128 px on fewer images and the gap study runs three methods."""
+    with 600 images x 6 epochs the quickstart itself took 29.6 minutes (training 5.6-8.2 min per model, the gap study
+    7.2), so the default trains at 128 px on fewer images and the gap study runs three methods
+    (benchmarks/quickstart_time.py measures the result from a fresh clone)."""
 
     imgsz: int = 128
     train_images: int = 400
