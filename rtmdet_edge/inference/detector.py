@@ -27,7 +27,8 @@ from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessCo
 from rtmdet_edge.inference.preprocess import LetterboxMeta, normalize, normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import group_outputs
 from rtmdet_edge.inference import rotated_postprocess
-from rtmdet_edge.inference.kinds import model_kind
+from rtmdet_edge.inference.kinds import model_kind, postprocess_outputs
+from rtmdet_edge.inference.postprocess_ins import INS_PRESETS
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino", "tensorrt")
 
@@ -169,15 +170,10 @@ class Detector:
 
     def postprocess_raw(self, outputs: dict[str, list[torch.Tensor]], metas: Sequence[LetterboxMeta]) -> list[Detections]:
         """Grouped raw outputs -> Detections per image, with this detector's settings and post_threads."""
+        # RTMDet-Ins has its own presets under the same names; RTMDet-R's were set in _set_kind.
+        cfg = INS_PRESETS[self.post_preset] if "mask_feat" in outputs and self.post_preset else self.post_cfg
         with _torch_threads(self.post_threads):
-            if "mask_feat" in outputs:  # RTMDet-Ins: boxes, then masks of the kept instances in original pixels
-                from rtmdet_edge.inference.postprocess_ins import INS_PRESETS, postprocess_ins
-
-                cfg = INS_PRESETS[self.post_preset] if self.post_preset else self.post_cfg
-                return postprocess_ins(outputs, metas, cfg, self.strides)
-            if "angle_preds" in outputs:  # RTMDet-R: rotated boxes [N,5], rotated NMS
-                return rotated_postprocess.postprocess_rotated(outputs, metas, self.post_cfg, self.strides)
-            return postprocess(outputs, metas, self.post_cfg, self.strides)
+            return postprocess_outputs(outputs, metas, cfg, self.strides)
 
 
 @contextlib.contextmanager
