@@ -23,7 +23,7 @@ from rtmdet_edge.checkpoint import load_checkpoint
 from rtmdet_edge.classes import default_class_names
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.models.model import RTMDet, build_model
-from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig, postprocess
+from rtmdet_edge.inference.postprocess import PRESETS, Detections, PostprocessConfig
 from rtmdet_edge.inference.preprocess import LetterboxMeta, normalize, normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import group_outputs
 from rtmdet_edge.inference import rotated_postprocess
