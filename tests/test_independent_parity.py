@@ -1,10 +1,11 @@
-"""Parity with the OFFICIAL RTMDet (mmdet 3.3.0) beyond the shared fixture: other sizes, seeds, class counts and
-non-square / other resolutions.
+"""Parity with the OFFICIAL RTMDet (mmdet 3.3.0) and RTMDet-R (mmrotate 1.0.0rc1) beyond the shared fixtures: other
+sizes, seeds, class counts and non-square / other resolutions.
 
 Every folder under tests/fixtures/independent/ was produced by tools/make_independent_fixtures.py, which runs the
 official mmdet modules in an isolated venv and imports nothing from this repository (see its docstring for the
 venv recipe). A folder holds `info.json` (model, seed, resolution, ordered key list, fp32-vs-fp64 noise per output),
-`weights.npz` (every non-conv-weight tensor) and `raw.npz` (input and official outputs). Conv weights are not stored
+`weights.npz` (every non-conv-weight tensor) and `raw.npz` (input and official outputs). The `rtmdet-r-*` folders
+come from tools/make_independent_rotated_fixtures.py (mmrotate, same weight drawing) and add `angle_pred_{l}`. Conv weights are not stored
 (m/l/x checkpoints would be 100-380 MB): they are re-drawn here with `torch.randn(shape, generator=Generator(seed))
 * scale` in key order and checked byte-for-byte against the sha256 recorded by the generator, so a mismatch in the
 re-drawing is reported as such and never as a model error. The rebuilt state_dict is written as an official
@@ -117,7 +118,9 @@ def test_independent_parity(folder: Path, tmp_path: Path) -> None:
         for i, t in enumerate(neck):
             compare(f"neck_out_{i}", t, raw[f"neck_out_{i}"], noise[f"neck_out_{i}"], rows)
         out = model(x)
-    for key, ref in (("cls_scores", "cls_score"), ("bbox_preds", "bbox_pred"), ("kernel_preds", "kernel_pred")):
+    groups = (("cls_scores", "cls_score"), ("bbox_preds", "bbox_pred"), ("kernel_preds", "kernel_pred"),
+              ("angle_preds", "angle_pred"))  # fmt: skip
+    for key, ref in groups:
         if f"{ref}_0" not in raw.files:
             continue
         assert key in out, f"model output has no {key!r} (keys: {sorted(out)})"

@@ -244,6 +244,20 @@ def forward(model, x):
     return out
 
 
+def key_records(sd: dict, record: dict) -> tuple[list[dict], dict]:
+    """The ordered key list of info.json (regenerated conv weights carry their sha256) and the tensors to store."""
+    keys, stored = [], {}
+    for k, v in sd.items():
+        rec = dict(record.get(k, {"source": "stored"}))
+        rec.update(key=k, shape=list(v.shape), dtype=str(v.dtype).replace("torch.", ""))
+        if rec["source"] == "randn":
+            rec["sha256"] = hashlib.sha256(v.numpy().tobytes()).hexdigest()
+        elif rec["source"] == "stored":
+            stored[k] = v.numpy()
+        keys.append(rec)
+    return keys, stored
+
+
 def make(name: str, out_root: Path, full_checkpoint: bool) -> dict:
     import mmcv
     import mmdet
@@ -263,15 +277,7 @@ def make(name: str, out_root: Path, full_checkpoint: bool) -> dict:
     dp = cfg.model.data_preprocessor
     sd["data_preprocessor.mean"] = torch.tensor(dp.mean, dtype=torch.float32).view(-1, 1, 1)
     sd["data_preprocessor.std"] = torch.tensor(dp.std, dtype=torch.float32).view(-1, 1, 1)
-    keys, stored = [], {}
-    for k, v in sd.items():
-        rec = dict(record.get(k, {"source": "stored"}))
-        rec.update(key=k, shape=list(v.shape), dtype=str(v.dtype).replace("torch.", ""))
-        if rec["source"] == "randn":
-            rec["sha256"] = hashlib.sha256(v.numpy().tobytes()).hexdigest()
-        elif rec["source"] == "stored":
-            stored[k] = v.numpy()
-        keys.append(rec)
+    keys, stored = key_records(sd, record)
 
     x = smooth_noise(torch.Generator().manual_seed(seed * 1000 + h), 1, h, w)
     with torch.no_grad():
