@@ -63,7 +63,7 @@ def train_command(recipe: dict, block: str, out: Path, device: str) -> list[str]
     ]  # fmt: skip
 
 
-def train(recipe: dict, block: str, device: str) -> tuple[Path, float]:
+def train(recipe: dict, block: str, device: str, threads: int | None = None) -> tuple[Path, float]:
     folder = CACHE / recipe_key(recipe) / block
     done = folder / "done.json"
     if done.is_file() and (folder / "last.pth").is_file():
@@ -74,12 +74,54 @@ def train(recipe: dict, block: str, device: str) -> tuple[Path, float]:
     print(" ".join(cmd), file=sys.stderr)
     start = time.perf_counter()
     with open(folder / "train.log", "a") as log:
-        code = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")  # idle OpenMP threads must not spin on shared cores
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+            log.write(f"--- {block}: trained with {threads} thread(s), side by side with other families\n")
+        code = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
         raise SystemExit(f"training {block} failed (exit {code}); see {folder / 'train.log'}")
     seconds = time.perf_counter() - start
-    done.write_text(json.dumps({"seconds": seconds}))
-    return folder / "last.pth", seconds
+    epochs_s = sum(r.get("epoch_time_s", 0.0) for r in learning_curve(folder))
+    # a resumed run's wall clock misses the epochs before the resume; the per-epoch times in metrics.csv do not
+    done.write_text(json.dumps({"seconds": max(seconds, epochs_s), "wall_s_this_run": seconds, "epochs_s": epochs_s}))
+    return folder / "last.pth", max(seconds, epochs_s)
+
+
+def mixed_precision(weights: str, recipe: dict, max_drop: float, out: Path) -> dict:
+    """`rtmdet-edge quantize --max-drop D` on one study model with the per-tensor minmax ONNX Runtime recipe (the
+    one that loses most, so the search has layers to keep); returns its mixed.json."""
+    cmd = [
+        sys.executable, "-m", "rtmdet_edge.cli", "quantize", "--weights", weights, "--method", "ptq",
+        "--recipe", "onnxruntime", "--calibrator", "minmax", "--granularity", "per-tensor",
+        "--data", recipe["val_data"], "--calib-size", "64", "--imgsz", str(recipe["imgsz"]),
+        "--max-drop", str(max_drop), "--out", str(out),
+    ]  # fmt: skip
+    print(" ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    result = json.loads((out / "mixed" / "mixed.json").read_text())
+    result["command"] = "rtmdet-edge " + " ".join(cmd[3:]).replace(str(Path(weights).parent), "<cache>/" + Path(weights).parent.name)
+    return result
+
+
+def mixed_lines(result: dict, block: str) -> list[str]:
+    lat = result["latency_ms"]
+    lines = [
+        f"**Mixed precision to a budget** ({block}, `--max-drop {result['max_drop']}`, ONNX Runtime, per-tensor minmax "
+        f"recipe): FP32 mAP {result['fp32_map']:.2f}, all-INT8 {result['int8_map']:.2f} (drop "
+        f"{result['fp32_map'] - result['int8_map']:.2f}), mixed {result['mixed_map']:.2f} (drop "
+        f"{result['fp32_map'] - result['mixed_map']:.2f}): budget **{'met' if result['met'] else 'NOT met'}** with "
+        f"{len(result['kept_float'])} conv(s) kept in float. Latency FP32 {lat['fp32']:.1f} ms, all-INT8 "
+        f"{lat['int8']:.1f} ms, mixed {lat['mixed']:.1f} ms. Command: `{result['command']}`.",
+        "",
+    ]
+    if result["kept_float"]:
+        lines += ["| kept in float | block | one-layer SQNR (dB) |", "|---|---|---:|"]
+        lines += [f"| {k['layer']} | {k['block']} | {k['sqnr_db']:.1f} |" for k in result["kept_float"]]
+        lines.append("")
+    lines += ["Search steps (layers kept in float by sensitivity rank -> drop): "
+              + ", ".join(f"{s['k']} -> {s['drop']:.2f}" for s in result["steps"]), ""]
+    return lines
 
 
 def learning_curve(folder: Path) -> list[dict[str, float]]:
@@ -119,11 +161,21 @@ def main() -> int:
     p.add_argument("--gpu-scale", action="store_true", help="the 640 / more-images recipe (needs CUDA)")
     p.add_argument("--methods", default=None, help="gap methods (default: all)")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="families trained at once, the CPU cores split between them (per-model times then "
+                        "count a share of the cores; the log of each run says so)")
+    p.add_argument("--max-drop", type=float, default=0.5, help="mixed-precision budget for the first family (0: skip)")
     args = p.parse_args()
     recipe = GPU_RECIPE if args.gpu_scale else RECIPE
     blocks = [b.strip() for b in args.blocks.split(",") if b.strip()]
     start = time.perf_counter()
     weights, train_s, curves = [], {}, {}
+    if args.jobs > 1 and not args.skip_train:  # train missing families side by side, the cores split between them
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 2) // args.jobs)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda b: train(recipe, b, args.device, threads), blocks))
     for block in blocks:
         if args.skip_train:
             w = CACHE / recipe_key(recipe) / block / "last.pth"
@@ -145,6 +197,10 @@ def main() -> int:
     settings = GapSettings(data=recipe["val_data"], imgsz=recipe["imgsz"], methods=methods, bootstrap=args.bootstrap)
     gap_start = time.perf_counter()
     report = run_gap(weights, settings, out)
+    mixed = None
+    if args.max_drop > 0:
+        mixed = mixed_precision(weights[0], recipe, args.max_drop, out / "mixed")
+        (out / "mixed.json").write_text(json.dumps(mixed, indent=2, default=str))
     gap_s = time.perf_counter() - gap_start
     curve_plot(curves, out / "learning_curves.png")
 
@@ -165,7 +221,8 @@ def main() -> int:
     report_md = (out / "report.md").read_text().split("\n", 2)[2]  # drop its title
     lines += ["", "![learning curves](benchmarks/results/gap_study/learning_curves.png)", "", report_md.replace(
         "](", "](benchmarks/results/gap_study/"),
-        "", f"Produced by `python benchmarks/gap_study.py` in {(time.perf_counter() - start) / 60:.1f} min "
+        "", *(mixed_lines(mixed, blocks[0]) if mixed else []),
+        f"Produced by `python benchmarks/gap_study.py` in {(time.perf_counter() - start) / 60:.1f} min "
         f"(training skipped for cached checkpoints).",
     ]  # fmt: skip
     (RESULTS / "gap_study.md").write_text("\n".join(lines) + "\n")

@@ -164,6 +164,90 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
+def _significant(r: dict[str, Any]) -> str:
+    """How the 95% interval of a drop reads: a real loss, a real gain, or not told apart from noise."""
+    if r.get("drop_low") is None:
+        return "no interval"
+    if r["drop_low"] > 0:
+        return "a real loss"
+    if r["drop_high"] < 0:
+        return "a real gain"
+    return "within noise"
+
+
+def findings(report: dict[str, Any]) -> list[str]:
+    """What this run shows, one sentence per observation, computed from the rows and the evidence (never typed)."""
+    rows = [r for r in report["rows"] if r["method"] != "fp32" and r.get("available", True) and r.get("drop") is not None]
+    out: list[str] = []
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    for fam in families:
+        mine = [r for r in rows if r["family"] == fam]
+        fp32 = mine[0].get("fp32_mAP")
+        best, worst = min(mine, key=lambda r: r["drop"]), max(mine, key=lambda r: r["drop"])
+        out.append(
+            f"**{fam}** (FP32 mAP {_f(fp32)}): INT8 drops range from {best['drop']:.2f} ({best['method']} on "
+            f"{best['target']}, {_significant(best)}) to {worst['drop']:.2f} ({worst['method']} on {worst['target']}, "
+            f"[{worst['drop_low']:.2f}, {worst['drop_high']:.2f}], {_significant(worst)})."
+        )
+        ort = [r for r in mine if r.get("recipe") == "onnxruntime"]
+        pc = [r["drop"] for r in ort if r.get("granularity") == "per-channel"]
+        pt = [r["drop"] for r in ort if r.get("granularity") == "per-tensor"]
+        if pc and pt:
+            out.append(
+                f"Per-channel weights: mean drop {np.mean(pc):.2f} against {np.mean(pt):.2f} with per-tensor weights "
+                f"over the ONNX Runtime calibrators and targets ({np.mean(pt) - np.mean(pc):+.2f} points for "
+                "per-channel)."
+            )
+        by_cal: dict[str, list[float]] = {}
+        for r in ort:
+            if r.get("granularity") == "per-channel":
+                by_cal.setdefault(r.get("calibrator", "?"), []).append(r["drop"])
+        if len(by_cal) > 1:
+            ranked = sorted(by_cal.items(), key=lambda kv: np.mean(kv[1]))
+            out.append(
+                "Calibrators (per-channel, mean drop over targets): "
+                + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in ranked) + "."
+            )
+        qat = [r for r in mine if r["method"] == "qat"]
+        if qat:
+            out.append(
+                "QAT: " + ", ".join(f"{r['target']} {r['drop']:.2f} [{r['drop_low']:.2f}, {r['drop_high']:.2f}]"
+                                    for r in qat) + "."
+            )  # fmt: skip
+        ev = report.get("evidence", {}).get(fam) or {}
+        sens = sorted(ev.get("sensitivity_per_tensor", []), key=lambda s: s["sqnr_db"])[:10]
+        if sens:
+            kinds: dict[str, int] = {}
+            for s in sens:
+                kinds[s["block"]] = kinds.get(s["block"], 0) + 1
+            top = sorted(kinds.items(), key=lambda kv: -kv[1])
+            out.append(
+                f"Most sensitive layers (one at a time, per-tensor weights): {sens[0]['layer']} ({sens[0]['block']}, "
+                f"{sens[0]['sqnr_db']:.1f} dB); the ten worst are " + ", ".join(f"{n} x {k}" for k, n in top) + "."
+            )
+        ratio = (ev.get("by_block") or {}).get("channel_range_ratio") or {}
+        if ratio:
+            k, v = max(ratio.items(), key=lambda kv: kv[1]["worst"])
+            out.append(
+                f"Widest spread of per-output-channel weight ranges: {k} (max/median up to {v['worst']:.1f}, "
+                f"median {v['median']:.1f} over {v['layers']} layers), what per-tensor weight scales cannot absorb."
+            )
+    if len(families) > 1:
+        best_pc = {}
+        for fam in families:
+            cands = [r for r in rows if r["family"] == fam and r.get("granularity") == "per-channel" and r["method"] != "qat"]
+            if cands:
+                best_pc[fam] = min(cands, key=lambda r: r["drop"])
+        if best_pc:
+            out.append(
+                "Across families, the best per-channel PTQ drop: "
+                + "; ".join(f"{fam} {r['drop']:.2f} [{r['drop_low']:.2f}, {r['drop_high']:.2f}] ({r['method']}, "
+                            f"{r['target']})" for fam, r in best_pc.items())
+                + ". Where these intervals overlap, this run cannot tell the families apart."
+            )  # fmt: skip
+    return out
+
+
 def write_gap_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
     from rtmdet_edge.io import atomic_write_text, finite_or_none
 
@@ -178,6 +262,10 @@ def write_gap_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
         f"{report['seconds'] / 60:.1f} min.",
         "",
         gap_table(report["rows"]),
+        "",
+        "## What this run shows",
+        "",
+        *(f"- {line}" for line in findings(report)),
         "",
         *(f"![{p.stem}]({p.name})" for p in plots),
         "",
