@@ -78,6 +78,7 @@ def train(recipe: dict, block: str, device: str, threads: int | None = None) -> 
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
             log.write(f"--- {block}: trained with {threads} thread(s), side by side with other families\n")
+            log.flush()  # before the child writes to the same file
         code = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
         raise SystemExit(f"training {block} failed (exit {code}); see {folder / 'train.log'}")
@@ -86,6 +87,17 @@ def train(recipe: dict, block: str, device: str, threads: int | None = None) -> 
     # a resumed run's wall clock misses the epochs before the resume; the per-epoch times in metrics.csv do not
     done.write_text(json.dumps({"seconds": max(seconds, epochs_s), "wall_s_this_run": seconds, "epochs_s": epochs_s}))
     return folder / "last.pth", max(seconds, epochs_s)
+
+
+def shared_note(folder: Path) -> str:
+    """' (1 thread, side by side with another family)' when train() ran this family with --jobs > 1 (its log says)."""
+    log = folder / "train.log"
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    marks = [line for line in text.splitlines() if line.startswith("--- ") and "side by side" in line]
+    if not marks:
+        return ""
+    threads = marks[-1].split("trained with ", 1)[1].split(" ", 1)[0]
+    return f" ({threads} thread(s), side by side with another family)"
 
 
 def mixed_precision(weights: str, recipe: dict, max_drop: float, out: Path) -> dict:
@@ -209,7 +221,7 @@ def main() -> int:
         f"`{recipe['val_data']}` (held-out val split), input {recipe['imgsz']}, {recipe['epochs']} epochs "
         f"({recipe['stage2_epochs']} in stage 2), batch {recipe['batch']}, AdamW lr {recipe['lr']}, same seed for "
         "every family. Training time per model (this machine): "
-        + ", ".join(f"{b} {s / 60:.1f} min" for b, s in train_s.items())
+        + ", ".join(f"{b} {s / 60:.1f} min{shared_note(CACHE / recipe_key(recipe) / b)}" for b, s in train_s.items())
         + f"; the study itself took {gap_s / 60:.1f} min.",
         "",
         "| family | final val mAP (EMA) | mAP50 |",
