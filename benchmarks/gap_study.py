@@ -100,13 +100,13 @@ def shared_note(folder: Path) -> str:
     return f" ({threads} thread(s), side by side with another family)"
 
 
-def mixed_precision(weights: str, recipe: dict, max_drop: float, out: Path) -> dict:
+def mixed_precision(weights: str, recipe: dict, max_drop: float, out: Path, calib_size: int) -> dict:
     """`rtmdet-edge quantize --max-drop D` on one study model with the per-tensor minmax ONNX Runtime recipe (the
     one that loses most, so the search has layers to keep); returns its mixed.json."""
     cmd = [
         sys.executable, "-m", "rtmdet_edge.cli", "quantize", "--weights", weights, "--method", "ptq",
         "--recipe", "onnxruntime", "--calibrator", "minmax", "--granularity", "per-tensor",
-        "--data", recipe["val_data"], "--calib-size", "64", "--imgsz", str(recipe["imgsz"]),
+        "--data", recipe["val_data"], "--calib-size", str(calib_size), "--imgsz", str(recipe["imgsz"]),
         "--max-drop", str(max_drop), "--out", str(out),
     ]  # fmt: skip
     print(" ".join(cmd), file=sys.stderr)
@@ -173,6 +173,9 @@ def main() -> int:
     p.add_argument("--gpu-scale", action="store_true", help="the 640 / more-images recipe (needs CUDA)")
     p.add_argument("--methods", default=None, help="gap methods (default: all)")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--calib-size", type=int, default=32,
+                   help="calibration images (train split) for every PTQ method; ONNX Runtime's entropy and percentile "
+                        "calibrators cost time in proportion")
     p.add_argument("--jobs", type=int, default=1,
                    help="families trained at once, the CPU cores split between them (per-model times then "
                         "count a share of the cores; the log of each run says so)")
@@ -206,12 +209,13 @@ def main() -> int:
 
     methods = tuple(args.methods.split(",")) if args.methods else DEFAULT_METHODS
     out = RESULTS / "gap_study"
-    settings = GapSettings(data=recipe["val_data"], imgsz=recipe["imgsz"], methods=methods, bootstrap=args.bootstrap)
+    settings = GapSettings(data=recipe["val_data"], imgsz=recipe["imgsz"], methods=methods, bootstrap=args.bootstrap,
+                           calib_size=args.calib_size)
     gap_start = time.perf_counter()
     report = run_gap(weights, settings, out)
     mixed = None
     if args.max_drop > 0:
-        mixed = mixed_precision(weights[0], recipe, args.max_drop, out / "mixed")
+        mixed = mixed_precision(weights[0], recipe, args.max_drop, out / "mixed", args.calib_size)
         (out / "mixed.json").write_text(json.dumps(mixed, indent=2, default=str))
     gap_s = time.perf_counter() - gap_start
     curve_plot(curves, out / "learning_curves.png")

@@ -260,3 +260,21 @@ def summarize_by_block(rows: Sequence[object], value: str) -> dict[str, dict[str
 
 def to_records(rows: Sequence[object]) -> list[dict]:
     return [asdict(r) for r in rows]
+
+
+@contextmanager
+def clipped_to_calibration(model: nn.Module, acts: Sequence[ActivationStats]):
+    """Inside the block, every conv input is clamped to [min, max] seen on the calibration images, without rounding:
+    the part of INT8's effect that comes from range clipping alone (activation quantizers saturate there)."""
+    ranges = {a.layer: (a.min, a.max) for a in acts}
+
+    def hook(lo: float, hi: float):
+        return lambda _m, inputs: (inputs[0].clamp(lo, hi), *inputs[1:])
+
+    handles = [conv.register_forward_pre_hook(hook(*ranges[name])) for name, conv in conv_layers(model) if name in ranges]
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+

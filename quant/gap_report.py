@@ -225,6 +225,14 @@ def findings(report: dict[str, Any]) -> list[str]:
                 f"Most sensitive layers (one at a time, per-tensor weights): {sens[0]['layer']} ({sens[0]['block']}, "
                 f"{sens[0]['sqnr_db']:.1f} dB); the ten worst are " + ", ".join(f"{n} x {k}" for k, n in top) + "."
             )
+        clip = ev.get("clipping")
+        if clip:
+            out.append(
+                f"FP32 with every conv input clamped to its range on the {clip['calib_images']} calibration images "
+                f"(no rounding): mAP {clip['mAP']:.2f}, drop {clip['drop']:.2f} [{clip['drop_low']:.2f}, "
+                f"{clip['drop_high']:.2f}] ({_significant(clip)}): the share of INT8's change that range clipping "
+                "alone explains."
+            )
         ratio = (ev.get("by_block") or {}).get("channel_range_ratio") or {}
         if ratio:
             k, v = max(ratio.items(), key=lambda kv: kv[1]["worst"])

@@ -9,6 +9,7 @@ from conftest import randomize_bn
 from quant.evidence import (
     activation_stats,
     block_type,
+    clipped_to_calibration,
     conv_layers,
     fake_quant_activation,
     fake_quant_weight,
@@ -98,3 +99,22 @@ def test_sensitivity_finds_a_planted_outlier(one_thread, models) -> None:
         conv.weight.data = original
     assert planted_tensor < before - 10  # the outlier channel costs the layer >10 dB with one weight scale ...
     assert planted_channel > planted_tensor + 10  # ... and per-channel scales give it back
+
+
+def test_clipped_to_calibration_clamps_conv_inputs_only_inside() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(4, 2, 1)).eval()
+    calib = [torch.rand(2, 3, 8, 8)]  # inputs in [0, 1)
+    acts = activation_stats(model, calib)
+    x = torch.randn(1, 3, 8, 8) * 3  # far outside the calibration range
+    with torch.no_grad():
+        plain = model(x)
+        with clipped_to_calibration(model, acts):
+            clipped = model(x)
+        lo, hi = acts[0].min, acts[0].max
+        h = torch.nn.functional.silu(model[0](x.clamp(lo, hi)))
+        expected = model[2](h.clamp(acts[1].min, acts[1].max))
+        after = model(x)
+    torch.testing.assert_close(clipped, expected)
+    assert not torch.allclose(clipped, plain)
+    torch.testing.assert_close(after, plain)  # hooks removed on exit

@@ -45,11 +45,14 @@ def test_gap_two_families(tmp_path, one_thread) -> None:
     ev = report["evidence"]
     assert set(ev) == {r["family"] for r in rows}
     assert any("depthwise 5x5" in b for b in ev[rows[0]["family"]]["by_block"]["kurtosis"])
+    clip = ev[rows[0]["family"]]["clipping"]  # FP32 with conv inputs clamped to the calibration ranges
+    assert clip["calib_images"] == 8 and clip["drop_low"] <= clip["drop"] + 1e-9 <= clip["drop_high"] + 2e-9
     for name in ("report.json", "report.md", "gap_drop.png", "gap_latency_vs_map.png", "evidence_sensitivity.png"):
         assert (tmp_path / "gap" / name).is_file(), name
     assert json.loads((tmp_path / "gap" / "report.json").read_text())["rows"]
     md = (tmp_path / "gap" / "report.md").read_text()
     assert "| dw5 (dw5) | tensorrt | openvino |" in md and "Ten most sensitive layers" in md
+    assert "What this run shows" in md and "range clipping alone explains" in md
 
 
 def test_gap_on_a_checkpoint_of_another_class_count(tmp_path, one_thread) -> None:
