@@ -21,7 +21,7 @@ from rtmdet_edge.geometry.masks import unpack_masks
 from rtmdet_edge.training.mask_loss import RTMDetInsCriterion
 
 ROOT = Path(__file__).parent / "fixtures" / "independent"
-FOLDERS = sorted(p for p in ROOT.glob("*") if (p / "loss.npz").is_file()) if ROOT.is_dir() else []
+FOLDERS = sorted(p for p in ROOT.glob("rtmdet-ins-*") if (p / "loss.npz").is_file()) if ROOT.is_dir() else []
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
