@@ -368,6 +368,20 @@ def random_gt_masks(seed: int, h: int, w: int, num_classes: int, n: int = 6):
     return torch.tensor(boxes, dtype=torch.float32), labels, masks
 
 
+def record_assignments(head) -> list:
+    """Wrap head.assigner.assign so that every AssignResult it returns is also appended to the returned list."""
+    recorded = []
+    original = head.assigner.assign
+
+    def recording_assign(*args, **kwargs):
+        result = original(*args, **kwargs)
+        recorded.append(result)
+        return result
+
+    head.assigner.assign = recording_assign
+    return recorded
+
+
 def make_ins_loss(name: str, out_root: Path) -> None:
     """Rebuild the fixture's model exactly as make() does, then run mmdet's Ins loss on its raw outputs."""
     from mmdet.structures.mask import BitmapMasks
@@ -384,15 +398,7 @@ def make_ins_loss(name: str, out_root: Path) -> None:
     boxes, labels, masks = random_gt_masks(seed, h, w, head.num_classes)
     gt = InstanceData(bboxes=boxes, labels=labels, masks=BitmapMasks(masks.numpy().astype(np.uint8), h, w))
     meta = {"img_shape": (h, w), "pad_shape": (h, w), "batch_input_shape": (h, w), "scale_factor": (1.0, 1.0)}
-    recorded = []
-    original = head.assigner.assign
-
-    def recording_assign(*args, **kwargs):
-        result = original(*args, **kwargs)
-        recorded.append(result)
-        return result
-
-    head.assigner.assign = recording_assign
+    recorded = record_assignments(head)
     losses = head.loss_by_feat(*outs, mask_feat, [gt], [meta])
     a = recorded[0]
     packed = np.packbits(masks.numpy().reshape(len(masks), -1), axis=1)

@@ -233,15 +233,7 @@ def make(name: str, out_root: Path) -> dict:
 
     gt_boxes, gt_labels = random_gt(seed, h, w, head.num_classes)
     gt = InstanceData(bboxes=RotatedBoxes(gt_boxes), labels=gt_labels)
-    recorded = []
-    original = head.assigner.assign
-
-    def recording_assign(*args, **kwargs):
-        result = original(*args, **kwargs)
-        recorded.append(result)
-        return result
-
-    head.assigner.assign = recording_assign
+    recorded = base.record_assignments(head)
     losses = head.loss_by_feat(*groups, [gt], [meta])
     a = recorded[0]
     np.savez(
@@ -297,9 +289,7 @@ def check_shared(folder: Path) -> None:
     meta = {"img_shape": (320, 320), "pad_shape": (320, 320), "batch_input_shape": (320, 320)}
     gts = [InstanceData(bboxes=RotatedBoxes(torch.from_numpy(ref[f"gt_bboxes_{i}"])),
                         labels=torch.from_numpy(ref[f"gt_labels_{i}"])) for i in range(2)]  # fmt: skip
-    recorded = []
-    original = head.assigner.assign
-    head.assigner.assign = lambda *a, **k: recorded.append(original(*a, **k)) or recorded[-1]
+    recorded = base.record_assignments(head)
     losses = head.loss_by_feat(*groups, gts, [meta, meta])
     for key in ("loss_cls", "loss_bbox"):
         got = torch.stack(losses[key]).detach().numpy()
