@@ -124,7 +124,7 @@ def mixed_lines(result: dict, block: str) -> list[str]:
         f"{result['fp32_map'] - result['int8_map']:.2f}), mixed {result['mixed_map']:.2f} (drop "
         f"{result['fp32_map'] - result['mixed_map']:.2f}): budget **{'met' if result['met'] else 'NOT met'}** with "
         f"{len(result['kept_float'])} conv(s) kept in float. Latency FP32 {lat['fp32']:.1f} ms, all-INT8 "
-        f"{lat['int8']:.1f} ms, mixed {lat['mixed']:.1f} ms. Command: `{result['command']}`.",
+        f"{lat['int8']:.1f} ms, mixed {lat['mixed']:.1f} ms. Command: `{result['command'].replace(str(ROOT) + '/', '')}`.",
         "",
     ]
     if result["kept_float"]:
@@ -247,8 +247,10 @@ def main() -> int:
     lines += ["", "![learning curves](benchmarks/results/gap_study/learning_curves.png)", "", report_md.replace(
         "](", "](benchmarks/results/gap_study/"),
         "", *(mixed_lines(mixed, blocks[0]) if mixed else []),
-        f"Produced by `python benchmarks/gap_study.py` (training skipped for cached checkpoints; the study and the "
-        f"mixed-precision search took {gap_s / 60:.1f} min).",
+        f"Produced by `python benchmarks/gap_study.py` (training skipped for cached checkpoints; the study took "
+        f"{report['seconds'] / 60:.1f} min"
+        + (f", the mixed-precision search {mixed['seconds'] / 60:.1f} min" if mixed and "seconds" in mixed else "")
+        + ").",
     ]  # fmt: skip
     (RESULTS / "gap_study.md").write_text("\n".join(lines) + "\n")
     from benchmarks.update_readme import update
