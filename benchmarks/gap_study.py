@@ -102,7 +102,7 @@ def shared_note(folder: Path) -> str:
 
 def mixed_precision(weights: str, recipe: dict, max_drop: float, out: Path, calib_size: int) -> dict:
     """`rtmdet-edge quantize --max-drop D` on one study model with the per-tensor minmax ONNX Runtime recipe (the
-    one that loses most, so the search has layers to keep); returns its mixed.json."""
+    coarsest weight scales, so the search is most likely to need float layers); returns its mixed.json."""
     cmd = [
         sys.executable, "-m", "rtmdet_edge.cli", "quantize", "--weights", weights, "--method", "ptq",
         "--recipe", "onnxruntime", "--calibrator", "minmax", "--granularity", "per-tensor",
