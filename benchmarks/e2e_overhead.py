@@ -43,7 +43,7 @@ from rtmdet_edge.inference.detector import Detector  # noqa: E402
 from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess  # noqa: E402
 from targets import load_backend  # noqa: E402
 from targets.export import export_onnx  # noqa: E402
-from targets.latency import cpu_name, measure_latencies  # noqa: E402
+from targets.latency import cpu_name, load_note, measure_latencies  # noqa: E402
 
 BUDGET = 0.15  # e2e may add at most 15% to the model-only latency
 
@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"{args.model} at {args.imgsz}, {args.threads} threads, deploy post-processing, image {image_source}; median of "
         f"{args.runs} runs per loop in {args.rounds} interleaved rounds after {args.warmup} warm-up runs. CPU: "
-        f"{cpu_name()}, load average {load[0]:.1f} at the end (a shared, loaded machine: absolute times are slow, "
-        f"compare the ratios). Budget: end to end <= model + {100 * BUDGET:.0f}%.",
+        f"{cpu_name()}, load average {load[0]:.1f} at the end{load_note(load[0], args.threads)}. Budget: end to end <= model + {100 * BUDGET:.0f}%.",
         "",
         "| runtime | model only (ms) | Detector end to end (ms) | overhead | before the fix: end to end (ms) | overhead |",
         "|---|---:|---:|---:|---:|---:|",

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from targets.latency import load_note  # noqa: E402
+
 
 def cpu_flags() -> list[str]:
     """The SIMD features that decide INT8 speed on x86 (VNNI: one-instruction u8 x s8 dot products)."""
@@ -190,7 +192,7 @@ def main() -> int:
     lines = [
         f"{args.model} at {args.imgsz}, model only, batch 1, {args.threads} threads, one process, {args.rounds} interleaved "
         f"rounds x {args.runs} runs, median of round medians; load average at the end {load[0]:.1f} on "
-        f"{os.cpu_count()} cores" + (" (a loaded machine: compare ratios, not absolute ms)" if load[0] > 0.8 * (os.cpu_count() or 1) + args.threads else "")
+        f"{os.cpu_count()} cores{load_note(load[0], args.threads)}"
         + ". INT8 convs: convolutions the runtime executed as INT8 "
         "kernels (OpenVINO runtime precision, ONNX Runtime optimized graph).",
         "",

@@ -10,6 +10,7 @@ starting and after each call, otherwise the clock would stop when the kernels ar
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -172,3 +173,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def load_note(load_average: float, threads: int) -> str:
+    """" (a loaded machine: ...)" when the 1-minute load average is well above what the benchmark's own threads
+    explain, else "": printed beside a timing table so that nobody reads loaded absolute times as the machine's."""
+    cores = os.cpu_count() or 1
+    if load_average > threads + 0.5 * cores:
+        return " (a shared, loaded machine: absolute times are slow, compare the ratios)"
+    return ""

@@ -106,3 +106,27 @@ def test_deploy_preset_is_a_subset_in_spirit(official_dir, official_tiny) -> Non
         assert len(d) <= DEPLOY.max_per_img and (d.scores >= DEPLOY.score_thr).all()
         h, w = meta.ori_shape
         assert (d.boxes[:, 2] <= 640 / meta.scale_factor[0] + 1e-3).all() and (d.boxes >= -1e-3).all()
+
+
+@pytest.mark.parametrize("score_thr", [0.0, 0.001, 0.3, 0.9])
+@pytest.mark.parametrize("topk", [50, 100000])
+def test_select_candidates_equals_full_sigmoid_filter(score_thr: float, topk: int) -> None:
+    """Filtering on logits first must pick exactly mmdet's pairs: sigmoid of everything, `> thr`, row-major order."""
+    from rtmdet_edge.inference.postprocess import select_candidates
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(7, 9, 11, generator=g) * 4
+    if score_thr > 0:  # values within float rounding of the threshold's logit, on both sides
+        edge = torch.logit(torch.tensor(score_thr, dtype=torch.float64)).float()
+        logits.view(-1)[:40] = edge + torch.linspace(-1e-5, 1e-5, 40)
+    logits.view(-1)[40:60] = logits.view(-1)[60]  # exact score ties: row-major order decides them
+    probs = logits.permute(1, 2, 0).reshape(-1, 7).sigmoid()
+    valid = probs > score_thr
+    ref_scores, pairs = probs[valid], torch.nonzero(valid)
+    if len(ref_scores) > topk:
+        ref_scores, order = ref_scores.topk(topk)
+    else:
+        ref_scores, order = ref_scores.sort(descending=True)
+    scores, labels, priors = select_candidates(logits, score_thr, topk)
+    assert torch.equal(scores, ref_scores)
+    assert torch.equal(labels, pairs[order, 1]) and torch.equal(priors, pairs[order, 0])

@@ -8,6 +8,7 @@ keep max_per_img. NMS is written here in vectorised torch (no torchvision, no mm
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -61,7 +62,7 @@ def nms(
     scores: Tensor,
     iou_thr: float,
     max_keep: int = -1,
-    block: int = 512,
+    block: int | None = None,
     iou_fn: Callable[[Tensor, Tensor], Tensor] = box_iou,
 ) -> Tensor:
     """Exact greedy NMS (suppress when IoU > iou_thr), vectorised in blocks; returns kept indices by score.
@@ -71,7 +72,11 @@ def nms(
     Candidates are visited in descending score order in blocks: a block is first suppressed by every box kept so far,
     then resolved internally by iterating keep_j = alive_j and not any(i < j kept with IoU_ij > thr) to its fixed point,
     which is exactly greedy NMS (Cluster-NMS, Zheng et al. 2021). It stops as soon as max_keep boxes are kept.
+    The default block (128 when at most 128 boxes are kept, else 256) was the fastest at 640 on a crowded image
+    with ~18k candidates: larger blocks pay for IoU matrices and fixed-point passes that max_keep never needs.
     """
+    if block is None:
+        block = 128 if 0 < max_keep <= 128 else 256
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
@@ -113,18 +118,37 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thr: float, m
     return nms(boxes + offsets[:, None], scores, iou_thr, max_keep)
 
 
-def _filter_scores_and_topk(scores: Tensor, score_thr: float, topk: int) -> tuple[Tensor, Tensor, Tensor]:
-    """[N, C] probabilities -> (scores, labels, prior indices) of the top-k pairs above the threshold, by score."""
-    valid = scores > score_thr
-    kept_scores = scores[valid]
-    pairs = torch.nonzero(valid)  # [K, 2] (prior, class), row-major like mmdet
-    if len(kept_scores) > topk:
-        # partial selection is cheaper than mmdet's full sort; ties at the cut are rare and within float noise
-        kept_scores, order = kept_scores.topk(topk, sorted=True)
+def select_candidates(logits: Tensor, score_thr: float, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Class logits of one image and level [C, H, W] -> (scores, labels, prior indices) of the top-k (prior, class)
+    pairs whose sigmoid is above score_thr, by score: mmdet's filter_scores_and_topk on sigmoid(logits).
+
+    The sigmoid runs only on pairs whose logit passes the threshold's logit (less a margin far above fp32 rounding,
+    then the exact `sigmoid > score_thr` test): at 640 with the deploy settings sigmoid over all 8400 x 80 pairs and a
+    second nonzero over them cost more than the rest of decode + NMS together (benchmarks/e2e_overhead.py).
+    """
+    num_classes = logits.shape[0]
+    flat = logits.permute(1, 2, 0).reshape(-1)  # row-major (prior, class) like mmdet: the order decides score ties
+    if score_thr <= 0.0:
+        pair = torch.arange(flat.numel(), device=flat.device)
     else:
-        kept_scores, order = kept_scores.sort(descending=True)
-    pairs = pairs[order]
-    return kept_scores, pairs[:, 1], pairs[:, 0]
+        bound = math.log(score_thr) - math.log1p(-score_thr) - 1e-2 if score_thr < 1.0 else math.inf
+        pair = torch.nonzero(flat > bound).squeeze(1)
+    scores = flat[pair].float().sigmoid()
+    exact = scores > score_thr
+    scores, pair = scores[exact], pair[exact]
+    if len(scores) > topk:
+        # partial selection is cheaper than mmdet's full sort; ties at the cut are rare and within float noise
+        scores, order = scores.topk(topk, sorted=True)
+    else:
+        scores, order = scores.sort(descending=True)
+    pair = pair[order]
+    prior = torch.div(pair, num_classes, rounding_mode="floor")
+    return scores, pair - prior * num_classes, prior
+
+
+def level_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """One image's map [D, H, W] -> the float rows [K, D] of the given flat positions (no copy of the whole map)."""
+    return x.reshape(x.shape[0], -1)[:, rows].t().float()
 
 
 def postprocess(
@@ -142,13 +166,10 @@ def postprocess(
     for i, meta in enumerate(metas):
         all_scores, all_labels, all_boxes = [], [], []
         for cls, reg, priors in zip(cls_scores, bbox_preds, priors_per_level):
-            num_classes = cls.shape[1]
-            probs = cls[i].permute(1, 2, 0).reshape(-1, num_classes).float().sigmoid()
-            dist = reg[i].permute(1, 2, 0).reshape(-1, 4).float()
-            scores, labels, keep = _filter_scores_and_topk(probs, cfg.score_thr, cfg.nms_pre)
+            scores, labels, keep = select_candidates(cls[i], cfg.score_thr, cfg.nms_pre)
             all_scores.append(scores)
             all_labels.append(labels)
-            all_boxes.append(distance2bbox(priors[keep, :2], dist[keep], max_shape=meta.input_shape))
+            all_boxes.append(distance2bbox(priors[keep, :2], level_rows(reg[i], keep), max_shape=meta.input_shape))
         scores = torch.cat(all_scores)
         labels = torch.cat(all_labels)
         boxes = torch.cat(all_boxes)

@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rtmdet_edge.geometry.boxes import distance2bbox, make_priors
-from rtmdet_edge.inference.postprocess import DEPLOY, Detections, PostprocessConfig, _filter_scores_and_topk, batched_nms
+from rtmdet_edge.inference.postprocess import (
+    DEPLOY,
+    Detections,
+    PostprocessConfig,
+    batched_nms,
+    level_rows,
+    select_candidates,
+)
 from rtmdet_edge.inference.preprocess import LetterboxMeta
 from rtmdet_edge.models.heads.instance import dynamic_mask_logits
 
@@ -82,16 +89,12 @@ def postprocess_ins(
     for i, meta in enumerate(metas):
         all_scores, all_labels, all_boxes, all_priors, all_kernels = [], [], [], [], []
         for cls, reg, ker, priors in zip(cls_scores, bbox_preds, kernel_preds, priors_per_level):
-            num_classes = cls.shape[1]
-            probs = cls[i].permute(1, 2, 0).reshape(-1, num_classes).float().sigmoid()
-            dist = reg[i].permute(1, 2, 0).reshape(-1, 4).float()
-            kernels = ker[i].permute(1, 2, 0).reshape(-1, ker.shape[1]).float()
-            scores, labels, keep = _filter_scores_and_topk(probs, cfg.score_thr, cfg.nms_pre)
+            scores, labels, keep = select_candidates(cls[i], cfg.score_thr, cfg.nms_pre)
             all_scores.append(scores)
             all_labels.append(labels)
-            all_boxes.append(distance2bbox(priors[keep, :2], dist[keep], max_shape=meta.input_shape))
+            all_boxes.append(distance2bbox(priors[keep, :2], level_rows(reg[i], keep), max_shape=meta.input_shape))
             all_priors.append(priors[keep])
-            all_kernels.append(kernels[keep])
+            all_kernels.append(level_rows(ker[i], keep))
         scores, labels, boxes = torch.cat(all_scores), torch.cat(all_labels), torch.cat(all_boxes)
         priors, kernels = torch.cat(all_priors), torch.cat(all_kernels)
         w_scale, h_scale = meta.scale_factor

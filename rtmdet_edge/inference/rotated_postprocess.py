@@ -15,7 +15,7 @@ from torch import Tensor
 
 from rtmdet_edge.geometry.boxes import make_priors
 from rtmdet_edge.geometry.rotated import distance2rbox, rbox_iou, rescale_rboxes
-from rtmdet_edge.inference.postprocess import Detections, PostprocessConfig, _filter_scores_and_topk, nms
+from rtmdet_edge.inference.postprocess import Detections, PostprocessConfig, level_rows, nms, select_candidates
 from rtmdet_edge.inference.preprocess import LetterboxMeta
 
 # mmrotate rotated_rtmdet test_cfg: nms_pre 2000, score 0.05, nms_rotated IoU 0.1, 2000 boxes (what DOTA mAP uses).
@@ -47,14 +47,10 @@ def decode_rotated(
     """Top candidates of one image over all levels -> (rboxes [K, 5] input pixels, scores [K], labels [K])."""
     all_scores, all_labels, all_boxes = [], [], []
     for cls, reg, ang, priors in zip(outputs["cls_scores"], outputs["bbox_preds"], outputs["angle_preds"], priors_per_level):
-        num_classes = cls.shape[1]
-        probs = cls[image].permute(1, 2, 0).reshape(-1, num_classes).float().sigmoid()
-        dist = reg[image].permute(1, 2, 0).reshape(-1, 4).float()
-        angle = ang[image].permute(1, 2, 0).reshape(-1, 1).float()
-        scores, labels, keep = _filter_scores_and_topk(probs, cfg.score_thr, cfg.nms_pre)
+        scores, labels, keep = select_candidates(cls[image], cfg.score_thr, cfg.nms_pre)
         all_scores.append(scores)
         all_labels.append(labels)
-        all_boxes.append(distance2rbox(priors[keep, :2], dist[keep], angle[keep]))
+        all_boxes.append(distance2rbox(priors[keep, :2], level_rows(reg[image], keep), level_rows(ang[image], keep)))
     return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
 
 
