@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from rtmdet_edge import build_model, load_checkpoint  # noqa: E402
 from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, postprocess  # noqa: E402
 from rtmdet_edge.inference.preprocess import letterbox, normalize  # noqa: E402
-from targets.latency import cpu_name, cuda_sync_for, summarize, time_calls  # noqa: E402
+from targets.latency import cpu_name, cuda_sync_for, load_note, summarize, time_calls  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 FIXTURE_TINY = SHARED / "fixtures/official/rtmdet_tiny/checkpoint.pth"
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     md = (
         f"PyTorch eager, {args.imgsz}x{args.imgsz}, {args.threads} threads, image {image_source}; median of "
         f"{args.rounds * args.runs_per_round} runs per stage after {args.warmup} warm-up runs, interleaved in "
-        f"{args.rounds} rounds, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. CPU: {cpu_name()} (load average {os.getloadavg()[0]:.1f} at the end: shared machine). pre = letterbox + normalise; post = decode + NMS (official: "
+        f"{args.rounds} rounds, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. CPU: {cpu_name()} (load average {os.getloadavg()[0]:.1f} at the end{load_note(os.getloadavg()[0], args.threads)}). pre = letterbox + normalise; post = decode + NMS (official: "
         f"score {OFFICIAL.score_thr}, nms_pre {OFFICIAL.nms_pre}, top {OFFICIAL.max_per_img}; deploy: score "
         f"{DEPLOY.score_thr}, nms_pre {DEPLOY.nms_pre}, top {DEPLOY.max_per_img}). Budget: deploy pre + post <= "
         f"{100 * BUDGET:.0f}% of forward.\n\n" + markdown_table(results) + f"\n\nProduced by `{command}`.\n"

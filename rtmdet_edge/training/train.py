@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="autocast dtype of the forward: auto = fp16 + GradScaler on CUDA, none on CPU; bf16 on CPU needs "
            "AVX512-BF16/AMX to be fast (default: auto)")
     a("--channels-last", action="store_true",
-      help="NHWC activations (off by default: not faster on CPU in benchmarks/train_speed.py; try it on GPUs)")
+      help="NHWC activations (opt-in: ahead of NCHW on an idle 2-core CPU, behind on a loaded one, in "
+           "benchmarks/train_speed.py; usually faster on GPUs)")
     a("--compile", action="store_true", help="torch.compile the model (first iterations are slow while it compiles)")
     a("--max-grad-norm", type=float, default=None, help="clip gradients to this norm (default: no clipping, as official)")
 
