@@ -9,7 +9,7 @@ to the official fp32 step, and where the time of our step goes.
 Step = forward + loss (assigner, QFL, GIoU) + backward + AdamW step + EMA update, fixed batch (rtmdet-tiny, 80 classes,
 random normalised input, 10 random boxes per image), no data loading:
 - ours: `rtmdet_edge.training.engine.train_one_epoch` on one batch, as `rtmdet-edge train` runs it (foreach AdamW,
-  multi-tensor EMA); variants `fp32` (channels_last, i.e. --channels-last), `fp32-nchw` (the train default),
+  multi-tensor EMA); variants `fp32` (channels_last, the train default), `fp32-nchw` (--no-channels-last),
   `bf16` (CPU autocast, channels_last), `compile` (torch.compile), and on CUDA `cuda-fp32`, `cuda-fp16`
   (autocast + GradScaler), `cuda-bf16` (all channels_last);
 - official: `benchmarks/train_step_official.py` in the isolated mmdet 3.3.0 environment (`--official-python`,
@@ -41,8 +41,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OFFICIAL_PYTHON = "/tmp/mmenv/bin/python"
 PHASES = ("forward", "assign", "loss", "backward", "optimizer", "ema")
 LABELS = {
-    "fp32": "ours fp32, channels_last",
-    "fp32-nchw": "ours fp32, NCHW",
+    "fp32": "ours fp32, channels_last (train default)",
+    "fp32-nchw": "ours fp32, NCHW (--no-channels-last)",
     "bf16": "ours bf16 autocast, channels_last",
     "compile": "ours fp32, torch.compile",
     "official": "official mmdet 3.3.0 fp32",

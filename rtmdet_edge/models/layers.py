@@ -5,13 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 ActLayer = Callable[[], nn.Module]
 
 
+class SiLU(nn.SiLU):
+    """nn.SiLU that works in place only where autograd does not need its input (inference, frozen layers).
+
+    Under autograd an in-place SiLU makes PyTorch keep a copy of its input for the backward: writing a new tensor
+    instead made BN + SiLU forward + backward ~10% faster on CPU at rtmdet-tiny's shapes, with bitwise the same
+    values (mmcv's ConvModule uses the in-place form).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
+
+
 def silu() -> nn.Module:
-    return nn.SiLU(inplace=True)
+    return SiLU()
 
 
 class ConvModule(nn.Module):
