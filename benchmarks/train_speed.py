@@ -243,9 +243,10 @@ def data_wait(imgsz: int, batch: int, images: int, threads: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    # loaded: more running than this benchmark's one worker at a time (a 1-minute load average, so beyond noise)
+    from targets.latency import machine_loaded
+
     first = [float(str(report[k]).split(",")[0]) for k in ("load_start", "load_end")]  # "1.3, 1.1, 1.0" strings
-    loaded = max(first) > report["threads"] + 0.5 * (os.cpu_count() or 1)
+    loaded = machine_loaded(max(first), report["threads"])  # one worker steps at a time
     lines = [
         "# rtmdet-tiny training speed, side by side with the official implementation",
         "",

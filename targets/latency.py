@@ -175,10 +175,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_loaded(load_average: float, threads: int) -> bool:
+    """True when the 1-minute load average is well above what a benchmark's own `threads` explain."""
+    return load_average > threads + 0.5 * (os.cpu_count() or 1)
+
+
 def load_note(load_average: float, threads: int) -> str:
-    """" (a loaded machine: ...)" when the 1-minute load average is well above what the benchmark's own threads
-    explain, else "": printed beside a timing table so that nobody reads loaded absolute times as the machine's."""
-    cores = os.cpu_count() or 1
-    if load_average > threads + 0.5 * cores:
+    """" (a loaded machine: ...)" when machine_loaded, else "": printed beside a timing table so that nobody reads
+    loaded absolute times as the machine's."""
+    if machine_loaded(load_average, threads):
         return " (a shared, loaded machine: absolute times are slow, compare the ratios)"
     return ""
