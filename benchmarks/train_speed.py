@@ -9,7 +9,8 @@ to the official fp32 step, and where the time of our step goes.
 Step = forward + loss (assigner, QFL, GIoU) + backward + AdamW step + EMA update, fixed batch (rtmdet-tiny, 80 classes,
 random normalised input, 10 random boxes per image), no data loading:
 - ours: `rtmdet_edge.training.engine.train_one_epoch` on one batch, as `rtmdet-edge train` runs it (foreach AdamW,
-  multi-tensor EMA); variants `fp32` (channels_last, the train default), `fp32-nchw` (--no-channels-last),
+  multi-tensor EMA); variants `fp32` (channels_last + the fused BN/SiLU kernel, the train default on CPU),
+  `fp32-unfused` (--no-fused-bn-silu), `fp32-nchw` (--no-channels-last),
   `bf16` (CPU autocast, channels_last), `compile` (torch.compile), and on CUDA `cuda-fp32`, `cuda-fp16`
   (autocast + GradScaler), `cuda-bf16` (all channels_last);
 - official: `benchmarks/train_step_official.py` in the isolated mmdet 3.3.0 environment (`--official-python`,
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,7 +41,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OFFICIAL_PYTHON = "/tmp/mmenv/bin/python"
 PHASES = ("forward", "assign", "loss", "backward", "optimizer", "ema")
 LABELS = {
-    "fp32": "ours fp32, channels_last (train default)",
+    "fp32": "ours fp32, channels_last + fused BN/SiLU (train default)",
+    "fp32-unfused": "ours fp32, channels_last, PyTorch BN + SiLU (--no-fused-bn-silu)",
     "fp32-nchw": "ours fp32, NCHW (--no-channels-last)",
     "bf16": "ours bf16 autocast, channels_last",
     "compile": "ours fp32, torch.compile",
@@ -69,6 +70,7 @@ def synthetic_batch(batch: int, imgsz: int, num_classes: int, seed: int = 0):
 def worker(imgsz: int, batch: int, threads: int, variant: str) -> None:
     import torch
 
+    from rtmdet_edge.models.bn_silu import fuse_bn_silu
     from rtmdet_edge.models.model import build_model
     from rtmdet_edge.training.ema import ModelEMA
     from rtmdet_edge.training.engine import train_one_epoch
@@ -83,6 +85,8 @@ def worker(imgsz: int, batch: int, threads: int, variant: str) -> None:
     model = build_model("rtmdet-tiny", num_classes=80).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if device.type == "cpu" and variant not in ("fp32-unfused", "compile"):
+        fuse_bn_silu(model)  # as `rtmdet-edge train` does on CPU (a no-op path for NCHW and autocast inputs)
     criterion = build_criterion(model)
     optimizer = build_optimizer(model, 0.004 * batch / 256)
     ema = ModelEMA(model)
@@ -278,7 +282,7 @@ def markdown(report: dict) -> str:
                      f"{r['images_per_s']:.2f} | {ratio} |")  # fmt: skip
     best = {}
     for r in report["rows"]:
-        if r["variant"] in ("fp32", "fp32-nchw", "compile") and r["vs_official"]:
+        if r["variant"] in ("fp32", "fp32-unfused", "fp32-nchw", "compile") and r["vs_official"]:
             best[r["imgsz"]] = max(best.get(r["imgsz"], 0.0), r["vs_official"])
     if best:
         verdict = "met" if all(v >= 1.3 for v in best.values()) else "not met"
@@ -327,6 +331,8 @@ def main() -> None:
 
     import torch
 
+    from targets.latency import cpu_name
+
     official = args.official_python if Path(args.official_python).is_file() else None
     cuda = torch.cuda.is_available()
     if cuda:
@@ -338,7 +344,7 @@ def main() -> None:
     dw = data_wait(640, args.batch, args.data_wait_images, args.threads) if args.data_wait_images else None
     report = {
         "model": "rtmdet-tiny", "torch": torch.__version__, "batch": args.batch, "threads": args.threads,
-        "rounds": args.rounds, "warmup": args.warmup, "cpu": platform.processor() or _cpu_name(),
+        "rounds": args.rounds, "warmup": args.warmup, "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "cuda_device": torch.cuda.get_device_name() if cuda else None,
@@ -351,16 +357,6 @@ def main() -> None:
     md = markdown(report)
     (args.out / "train_speed.md").write_text(md)
     print(md)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -174,6 +174,7 @@ class TrainConfig:
     amp: bool = True
     amp_dtype: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16; see training.train.resolve_amp
     channels_last: bool = True  # NHWC activations: 8-12% faster per CPU step than NCHW (benchmarks/train_speed.py)
+    fused_bn_silu: bool = True  # CPU: BN + SiLU as one compiled kernel in training (rtmdet_edge/models/bn_silu.py)
     compile: bool = False  # torch.compile the model (not the loss/assigner, whose shapes change every batch)
     max_grad_norm: float | None = None  # official optim_wrapper has no clip_grad
     max_nonfinite_steps: int = 20

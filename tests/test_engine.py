@@ -9,11 +9,11 @@ import torch
 from rtmdet_edge.data import SyntheticDataset, build_test_pipeline
 from rtmdet_edge.training.ema import ModelEMA
 from rtmdet_edge.training.engine import NonFiniteLossError, train_one_epoch
-from rtmdet_edge.evaluation.coco import evaluate
 from rtmdet_edge.data.loader import ResumableSampler, collate_train
 from rtmdet_edge.training.loss import build_criterion
 from rtmdet_edge.models.model import build_model
 from rtmdet_edge.training.optim import LRSchedule, build_optimizer
+from rtmdet_edge.training.overfit import overfit_ap50
 
 IMGSZ = 64
 
@@ -92,32 +92,15 @@ def test_resumable_sampler_skips_seen_batches_in_order():
     assert list(other_epoch) != order
 
 
-def _overfit_ap50(amp_dtype: torch.dtype | None = None) -> float:
-    """AP50 of the EMA weights after 200 iterations on the 8 training images (see the test below for the settings)."""
-    torch.set_num_threads(2)
-    imgsz, iters, lr = 160, 200, 0.004
-    ds = SyntheticDataset(8, 3, imgsz, max_objects=4, transforms=build_test_pipeline(imgsz))
-    batch = collate_train([ds[i] for i in range(8)])
-    model, criterion, optimizer, scaler = _setup(num_classes=3, lr=lr)
-    ema = ModelEMA(model)
-    schedule = LRSchedule(base_lr=lr, iters_per_epoch=1, max_epochs=iters, warmup_iters=iters // 10)
-    for it in range(iters):
-        train_one_epoch(model, criterion, [batch], optimizer, scaler, ema, schedule, it, iters_per_epoch=1,
-                        show_progress=False, amp_dtype=amp_dtype)  # fmt: skip
-    return evaluate(ema.module, ds, imgsz=imgsz, show_progress=False).metrics["AP50"]
-
-
 @pytest.mark.slow
 def test_tiny_model_overfits_eight_synthetic_images():
-    """rtmdet-tiny reaches mAP50 >= 0.9 on the 8 images it trains on.
+    """rtmdet-tiny reaches mAP50 >= 0.9 on the 8 images it trains on (settings: rtmdet_edge.training.overfit).
 
-    Settings (documented in the report): 8 synthetic images, 3 classes, at most 4 objects each, imgsz 160, no
-    augmentation (test letterbox only), one batch of 8 per iteration, 200 iterations, AdamW lr 0.004 (32x the
-    linear-scaling value for batch 8, to overfit fast), warm-up 10%, cosine to 5% from the halfway point, EMA, evaluation
-    of the EMA weights with the official test settings. It needs the head's regression-bias init (head.py): with the
-    official bias 0 it plateaus near AP50 0.5-0.7 because objects whose candidate boxes start at IoU 0 never learn.
+    It needs the head's regression-bias init (head.py): with the official bias 0 it plateaus near AP50 0.5-0.7
+    because objects whose candidate boxes start at IoU 0 never learn.
     """
-    assert _overfit_ap50() >= 0.9
+    torch.set_num_threads(2)
+    assert overfit_ap50() >= 0.9
 
 
 def test_channels_last_step_equals_nchw_step_to_float_rounding():
@@ -175,9 +158,11 @@ def test_resolve_amp():
 @pytest.mark.slow
 @pytest.mark.skipif(
     not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
-    reason="this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated, ~15x slower than fp32, hours for this test",
+    reason="this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated, ~15x slower than fp32 (about 15 minutes "
+    "for this test; benchmarks/amp_overfit.py runs it and reports the result)",
 )
 def test_tiny_model_overfits_eight_synthetic_images_with_bf16_autocast():
     """The same overfit as the fp32 test above, with the forward under CPU bfloat16 autocast (`--amp bf16`); the loss
     and the assigner stay in float32. No time bound: on CPUs without AVX512-BF16/AMX bf16 is emulated and slower."""
-    assert _overfit_ap50(torch.bfloat16) >= 0.9
+    torch.set_num_threads(2)
+    assert overfit_ap50(torch.bfloat16) >= 0.9

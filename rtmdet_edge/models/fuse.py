@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rtmdet_edge.models.bn_silu import unfuse_bn_silu
 from rtmdet_edge.models.layers import ConvModule
 
 
@@ -63,6 +64,7 @@ def fuse_model(model: nn.Module) -> nn.Module:
     Fusing twice is a no-op. The fused model computes what the unfused one computes in eval mode.
     """
     model.eval()
+    unfuse_bn_silu(model)  # a model trained with the fused training kernel: plain BN + SiLU again
     for m in list(model.modules()):
         if hasattr(m, "reparameterize"):
             m.reparameterize()

@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
       help="NHWC activations (default; 8-12%% faster than NCHW per step on an idle 2-core CPU in "
            "benchmarks/train_speed.py); --no-channels-last trains in NCHW")
+    a("--fused-bn-silu", action=argparse.BooleanOptionalAction, default=d.fused_bn_silu,
+      help="on CPU, run each BN + SiLU of the model as one compiled kernel (default; built on first use, ~30 s, needs "
+           "a C++ compiler, falls back to PyTorch's layers without one); --no-fused-bn-silu keeps PyTorch's")
     a("--compile", action="store_true", help="torch.compile the model (first iterations are slow while it compiles)")
     a("--max-grad-norm", type=float, default=None, help="clip gradients to this norm (default: no clipping, as official)")
 
@@ -109,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         amp=not args.no_amp,
         amp_dtype=args.amp_dtype,
         channels_last=args.channels_last,
+        fused_bn_silu=args.fused_bn_silu,
         compile=args.compile,
         max_grad_norm=args.max_grad_norm,
         resume=args.resume,
@@ -341,8 +345,9 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
     from rtmdet_edge.checkpoint import read_checkpoint, save_checkpoint
     from rtmdet_edge.data import build_dataset
     from rtmdet_edge.evaluation.coco import evaluate
-    from rtmdet_edge.training.loss import build_criterion
+    from rtmdet_edge.models.bn_silu import fuse_bn_silu, kernel_unavailable
     from rtmdet_edge.models.model import build_model
+    from rtmdet_edge.training.loss import build_criterion
 
     rank, world_size, device = setup_distributed(cfg.device)
     is_main = rank == 0
@@ -372,6 +377,9 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
     model = build_model(cfg.model, num_classes=train_set.num_classes, block=cfg.block).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.fused_bn_silu and device.type == "cpu":
+        fused = fuse_bn_silu(model)
+        log.info("fused BN + SiLU kernel: %s", f"{fused} layers" if fused else f"not used ({kernel_unavailable()})")
     criterion = build_criterion(model)
     if world_size > 1 and device.type == "cuda":
         # Official: SyncBN when world_size > 1. torch's SyncBatchNorm is CUDA-only; on CPU (gloo) each rank normalises

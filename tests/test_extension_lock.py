@@ -1,4 +1,4 @@
-"""Stale torch-extension lock recovery (quant/extension_lock.py) on a fake build folder."""
+"""Stale torch-extension lock recovery (rtmdet_edge/extension_lock.py) on a fake build folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from quant.extension_lock import clear_stale_lock, lock_state
+from rtmdet_edge.extension_lock import clear_stale_lock, lock_state
 from rtmdet_edge.errors import UserError
 
 
