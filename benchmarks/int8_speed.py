@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from targets.latency import load_note  # noqa: E402
+from targets.latency import cpu_name, load_note  # noqa: E402
 
 
 def cpu_flags() -> list[str]:
@@ -80,9 +79,15 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--with-s8s8", action="store_true", help="also time the S8S8 onnxruntime graph")
     p.add_argument(
+        "--with-performance-preset",
+        action="store_true",
+        help="also time NNCF's performance preset (symmetric activations) on OpenVINO; its accuracy is not measured here",
+    )
+    p.add_argument(
         "--work", default=None, help="folder for the quantized models; existing ones are reused (timing only)"
     )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--name", default="int8_speed", help="file stem of the results (<out>/<name>.json and .md)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -129,6 +134,11 @@ def main() -> int:
         s8 = quantized("s8", "onnxruntime", QuantSettings(activation_type="s8"))
         models[("onnxruntime", "int8 (S8S8)")] = ort_session(s8.qdq_onnx, args.threads)
         kernels[("onnxruntime", "int8 (S8S8)")] = onnxruntime_kernels(s8.qdq_onnx)
+    if args.with_performance_preset:
+        perf = quantized("nncf_performance", "nncf", QuantSettings(preset="performance"))
+        key = ("openvino", "int8 (nncf recipe, performance preset)")
+        models[key] = ov_request(perf.openvino_xml, args.threads, "f32")
+        kernels[key] = openvino_kernels(perf.openvino_xml, args.threads)
     quantize_s = time.perf_counter() - t0
 
     x = calib.batch[:1].copy()
@@ -181,18 +191,19 @@ def main() -> int:
         "calibration_images": args.calib_size,
         "quantize_seconds": round(quantize_s, 1),
         "load_average": [round(v, 1) for v in load],
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_flags": cpu_flags(),
         "rows": rows,
         "onnxruntime_ms_by_kind": by_kind,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "int8_speed.json").write_text(json.dumps(result, indent=1))
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"{args.model} at {args.imgsz}, model only, batch 1, {args.threads} threads, one process, {args.rounds} interleaved "
         f"rounds x {args.runs} runs, median of round medians; load average at the end {load[0]:.1f} on "
-        f"{os.cpu_count()} cores{load_note(load[0], args.threads)}"
+        f"{os.cpu_count()} cores{load_note(load[0], args.threads)}. CPU: {result['cpu']} (flags: "
+        f"{', '.join(result['cpu_flags']) or 'unknown'})"
         + ". INT8 convs: convolutions the runtime executed as INT8 "
         "kernels (OpenVINO runtime precision, ONNX Runtime optimized graph).",
         "",
@@ -219,7 +230,7 @@ def main() -> int:
             continue
         ratio = f"{q / f:.2f}x" if f and q else "-"
         lines.append(f"| {kind} | {f or 0:.1f} | {q or 0:.1f} | {ratio} |")
-    (out / "int8_speed.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
