@@ -55,8 +55,13 @@ def test_fixture_cost_matrix_and_dynamic_k(ref):
     assert torch.equal(result.pos_mask, torch.from_numpy(ref["assign0_fg"]))
     assert result.dynamic_ks.tolist() == ref["assign0_dynamic_ks"].tolist() == [5, 5, 5, 3, 5]
     np.testing.assert_array_equal(result.pairwise_ious.numpy(), ref["assign0_pairwise_ious"])
-    # The class term is summed in a different order (see _soft_cls_cost): equal within float32 rounding.
-    np.testing.assert_allclose(result.cost.numpy(), ref["assign0_cost"], rtol=1e-6)
+    # The class term is summed in a different order (see _soft_cls_cost): equal within float32 rounding. The centre
+    # prior 10^(d - 3) turns a one-ulp difference in d (CPUs with AVX-512 and with AVX2 round differently) into a
+    # relative error of ln(10) * d * eps, up to ~1e-5 for the far priors whose cost is 1e22: the tolerance grows with
+    # the exponent, and stays ~2-4e-6 for the costs that decide the assignment (checked exactly above).
+    cost, want = result.cost.numpy().astype(np.float64), ref["assign0_cost"].astype(np.float64)
+    rtol = 2e-6 + 4 * np.log(10) * np.finfo(np.float32).eps * np.log10(np.maximum(np.abs(want), 1.0))
+    assert np.all(np.abs(cost - want) <= rtol * np.abs(want)), float(np.max(np.abs(cost - want) / np.abs(want)))
 
 
 def test_empty_ground_truth_is_all_background():

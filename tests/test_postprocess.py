@@ -128,5 +128,17 @@ def test_select_candidates_equals_full_sigmoid_filter(score_thr: float, topk: in
     else:
         ref_scores, order = ref_scores.sort(descending=True)
     scores, labels, priors = select_candidates(logits, score_thr, topk)
-    assert torch.equal(scores, ref_scores)
-    assert torch.equal(labels, pairs[order, 1]) and torch.equal(priors, pairs[order, 0])
+    # Same pairs, same scores to the last bit or two: PyTorch's sigmoid rounds an element differently by where it
+    # falls in the SIMD loop (on AVX-512 CPUs the reference's strided view and our gathered vector differ by one ulp
+    # in a few elements), so bitwise equality would test the CPU, not the selection.
+    torch.testing.assert_close(scores, ref_scores, rtol=1e-6, atol=0)
+    ref_labels, ref_priors = pairs[order, 1], pairs[order, 0]
+    assert set(zip(priors.tolist(), labels.tolist())) == set(zip(ref_priors.tolist(), ref_labels.tolist()))
+    # The order is mmdet's wherever it is decided by more than float noise (ties included: equal logits give
+    # bit-equal scores on both sides and row-major order decides them).
+    gap = torch.full_like(ref_scores, float("inf"))
+    gap[1:] = (ref_scores[1:] - ref_scores[:-1]).abs()
+    gap[:-1] = torch.minimum(gap[:-1], (ref_scores[1:] - ref_scores[:-1]).abs())
+    decided = (gap > 1e-6 * ref_scores) | (gap == 0)
+    assert decided.float().mean() > 0.5  # most of the order is checked, not a vacuous subset
+    assert torch.equal(labels[decided], ref_labels[decided]) and torch.equal(priors[decided], ref_priors[decided])
