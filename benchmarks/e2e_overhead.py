@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -41,6 +43,7 @@ from inference import load_benchmark_model, load_image  # noqa: E402
 
 from rtmdet_edge.inference.detector import Detector  # noqa: E402
 from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess  # noqa: E402
+from rtmdet_edge.models.outputs import group_outputs  # noqa: E402
 from targets import load_backend  # noqa: E402
 from targets.export import export_onnx  # noqa: E402
 from targets.latency import cpu_name, load_note, measure_latencies  # noqa: E402
@@ -48,12 +51,14 @@ from targets.latency import cpu_name, load_note, measure_latencies  # noqa: E402
 BUDGET = 0.15  # e2e may add at most 15% to the model-only latency
 
 
-def backends(onnx_path: Path, xml_path: Path, int8_onnx: str | None, threads: int) -> dict[str, dict[str, Any]]:
+def backends(
+    onnx_path: Path, xml_path: Path, int8_onnx: str | None, threads: int, int8_ir: str | None = None
+) -> dict[str, dict[str, Any]]:
     """{row: {"now": backend, "before": backend}}: the before-variant differs only in ORT's spin-after-run."""
     rows: dict[str, dict[str, Any]] = {}
     sources = {"fp32": (onnx_path, xml_path)}
     if int8_onnx:
-        sources["int8"] = (Path(int8_onnx), Path(int8_onnx))
+        sources["int8"] = (Path(int8_onnx), Path(int8_ir or int8_onnx))
     for precision, (onnx_file, ov_file) in sources.items():
         ort_now = load_backend(onnx_file, name="onnxruntime", num_threads=threads)
         ort_before = load_backend(onnx_file, name="onnxruntime", num_threads=threads, spin_after_run=True)
@@ -68,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="rtmdet-tiny", help="preset (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, default=640, help="input size (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per loop (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per loop, split over the rounds (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per loop (default: %(default)s)")
     parser.add_argument("--int8-onnx", help="a Q/DQ ONNX of the same model for the INT8 rows")
-    parser.add_argument("--int8-note", help="how that Q/DQ ONNX was made (printed under the table)")
+    parser.add_argument("--int8-ir", help="an OpenVINO INT8 IR (.xml, nncf recipe) for the openvino INT8 row "
+                        "(default: the --int8-onnx Q/DQ ONNX)")
+    parser.add_argument("--int8-note", help="how the INT8 models were made (printed under the table)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"), help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx", args.imgsz)
         xml_path = convert_to_openvino(onnx_path, Path(tmp) / "model.xml")
-        rows = backends(onnx_path, xml_path, args.int8_onnx, args.threads)
+        rows = backends(onnx_path, xml_path, args.int8_onnx, args.threads, args.int8_ir)
         batch = normalize_numpy(preprocess([image], args.imgsz)[0])
         calls = {}
         for row, variants in rows.items():
@@ -93,22 +100,36 @@ def main(argv: list[str] | None = None) -> int:
                 if variant == "before":
                     det.post_threads = None  # decode/NMS on torch's own thread count, as before
                 calls[f"{row} | e2e {variant}"] = (det, (image,))
-        stats = measure_latencies(calls, args.warmup, args.runs, args.rounds)
+        # pre- and post-processing alone, in the same rounds (post on the FP32 ONNX Runtime outputs of this image)
+        first = rows["onnxruntime fp32"]["now"]
+        det = Detector(first, imgsz=args.imgsz, postprocess="deploy")
+        metas = preprocess([image], args.imgsz)[1]
+        outs = group_outputs(first(batch))
+        calls["pre alone"] = (lambda: normalize_numpy(preprocess([image], args.imgsz)[0]), ())
+        calls["post alone"] = (det.postprocess_raw, (outs, metas))
+        bound = math.log(det.post_cfg.score_thr / (1 - det.post_cfg.score_thr))
+        pairs_above = [int((c[0] > bound).sum()) for c in outs["cls_scores"]]
+        # One measurement per round (warm-up before the first only): the overhead is the median over rounds of
+        # e2e / model within the round, so a shared machine's slow spells, which last seconds, weigh on both sides.
+        per_call = -(-args.runs // args.rounds)
+        rounds = [measure_latencies(calls, args.warmup if r == 0 else 0, per_call, 1) for r in range(args.rounds)]
+    med = {name: statistics.median(r[name].median_ms for r in rounds) for name in calls}
     results = []
     for row in rows:
-        model_ms = stats[f"{row} | model"].median_ms
+        model_ms = med[f"{row} | model"]
         entry = {"row": row, "model_ms": model_ms}
         for variant in ("now", "before"):
-            e2e_ms = stats[f"{row} | e2e {variant}"].median_ms
-            entry[f"e2e_{variant}_ms"] = e2e_ms
-            entry[f"overhead_{variant}"] = e2e_ms / model_ms - 1.0
+            entry[f"e2e_{variant}_ms"] = med[f"{row} | e2e {variant}"]
+            entry[f"overhead_{variant}"] = statistics.median(
+                r[f"{row} | e2e {variant}"].median_ms / r[f"{row} | model"].median_ms - 1.0 for r in rounds
+            )
         entry["within_budget"] = entry["overhead_now"] <= BUDGET
         results.append(entry)
         print(f"{row}: model {model_ms:.1f} ms, e2e {entry['e2e_now_ms']:.1f} ms (+{100 * entry['overhead_now']:.1f}%), "
               f"before {entry['e2e_before_ms']:.1f} ms (+{100 * entry['overhead_before']:.1f}%)")
     load = list(os.getloadavg())
     report = {
-        "what": "Detector end to end vs the model call alone, same backend, interleaved rounds (median ms)",
+        "what": "Detector end to end vs the model call alone, same backend, interleaved rounds (median of round medians, ms)",
         "model": args.model,
         "weights": weights,
         "image": image_source,
@@ -122,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_name(),
         "load_average_at_end": load,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "timings": {k: v.to_dict() for k, v in stats.items()},
+        "round_medians_ms": {name: [r[name].median_ms for r in rounds] for name in calls},
         "results": results,
+        "pre_alone_ms": med["pre alone"],
+        "post_alone_ms": med["post alone"],
+        "pairs_above_threshold_per_level": pairs_above,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/e2e_overhead.py" + (" " + " ".join(argv) if argv else "")
     lines = [
-        f"{args.model} at {args.imgsz}, {args.threads} threads, deploy post-processing, image {image_source}; median of "
-        f"{args.runs} runs per loop in {args.rounds} interleaved rounds after {args.warmup} warm-up runs. CPU: "
+        f"{args.model} at {args.imgsz}, {args.threads} threads, deploy post-processing, image {image_source}; "
+        f"{per_call} runs per loop in each of {args.rounds} interleaved rounds after {args.warmup} warm-up runs; latency: median "
+        "of the round medians, overhead: median over rounds of e2e / model within the round. CPU: "
         f"{cpu_name()}, load average {load[0]:.1f} at the end{load_note(load[0], args.threads)}. Budget: end to end <= model + {100 * BUDGET:.0f}%.",
         "",
         "| runtime | model only (ms) | Detector end to end (ms) | overhead | before the fix: end to end (ms) | overhead |",
@@ -143,8 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {e['row']} | {e['model_ms']:.1f} | {e['e2e_now_ms']:.1f} | {100 * e['overhead_now']:+.1f}% "
             f"| {e['e2e_before_ms']:.1f} | {100 * e['overhead_before']:+.1f}% |"
         )
+    lines += ["", f"Alone, in the same rounds: pre-processing (letterbox + normalise) {report['pre_alone_ms']:.2f} ms, "
+              f"decode + NMS {report['post_alone_ms']:.2f} ms on the FP32 outputs, with "
+              f"{' / '.join(str(n) for n in pairs_above)} (prior, class) pairs above the deploy threshold per level "
+              "(strides 8 / 16 / 32)."]
     if args.int8_onnx:
-        lines += ["", f"INT8 rows: the Q/DQ ONNX `{Path(args.int8_onnx).name}` ({args.int8_note or 'given by --int8-onnx'})."]
+        ov_int8 = f"the OpenVINO INT8 IR `{Path(args.int8_ir).name}`" if args.int8_ir else "the same Q/DQ ONNX"
+        lines += ["", f"INT8 rows: ONNX Runtime runs the Q/DQ ONNX `{Path(args.int8_onnx).name}`, OpenVINO {ov_int8} "
+                  f"({args.int8_note or 'given by --int8-onnx / --int8-ir'})."]
     else:
         lines += ["", "INT8 rows: not measured in this run (pass --int8-onnx with a Q/DQ ONNX from `rtmdet-edge quantize`)."]
     lines += ["", f"Produced by `{command}`."]

@@ -4,10 +4,12 @@
     PYTHONPATH=. python benchmarks/int8_speed.py --imgsz 640 --threads 2        # -> benchmarks/results/int8_speed.{json,md}
     python benchmarks/update_readme.py                                          # copies the table into README.md
 
-Each round runs every model `--runs` times back to back (after warm-up) and keeps the round's median; the reported
+Every model runs through the project's own backends (targets/onnxruntime.py, targets/openvino.py) with the settings
+`benchmark` uses. Each round runs every model `--runs` times back to back (after warm-up) and keeps the round's median; the reported
 latency is the median over rounds, and ratios are taken within the run, so a loaded machine shifts all rows together.
 Without --weights the model is rtmdet-tiny with random weights whose BN statistics were measured on random inputs
-(latency does not depend on the weights; accuracy is not measured here).
+(latency does not depend on the weights). Accuracy is measured by benchmarks/int8_accuracy.py on a trained model with
+the same recipes; when its results exist, each INT8 row shows that recipe's measured mAP drop.
 """
 
 from __future__ import annotations
@@ -42,29 +44,39 @@ def cpu_flags() -> list[str]:
 
 
 def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
+    """The project's ONNX Runtime backend, as `benchmark` and `Detector` run it (spinning during a run, none after)."""
+    from targets import load_backend
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # no spin-waiting between calls: with two runtimes in one process a spinning pool steals the other's cores
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})
+    return load_backend(path, name="onnxruntime", num_threads=threads)
 
 
 def ov_request(path: Path, threads: int, precision: str):
-    import openvino as ov
+    """The project's OpenVINO backend: latency hint, INFERENCE_NUM_THREADS, explicit f32 or bf16 inference hint."""
+    from targets import load_backend
 
-    compiled = ov.Core().compile_model(
-        str(path),
-        "CPU",
-        {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"},
-    )
-    request = compiled.create_infer_request()
-    return lambda x: request.infer({0: x}, share_inputs=True, share_outputs=True)
+    return load_backend(path, name="openvino", num_threads=threads, hint="latency",
+                        precision="fp32" if precision == "f32" else precision)  # fmt: skip
+
+
+# which benchmarks/int8_accuracy.py method each timed INT8 row is (same recipe and settings, a trained model)
+ACCURACY_METHOD = {
+    ("onnxruntime", "int8 (U8S8, onnxruntime recipe)"): "ort-minmax-pc",
+    ("openvino", "int8 (nncf recipe)"): "nncf",
+    ("openvino", "int8 (nncf recipe, performance preset)"): "nncf-performance",
+}
+
+
+def accuracy_drops(path: Path) -> dict[tuple[str, str], str]:
+    """(runtime, precision) -> 'drop [low, high]' from int8_accuracy.json, for the rows whose recipe it measured."""
+    if not path.is_file():
+        return {}
+    rows = {(r["target"], r["method"]): r for r in json.loads(path.read_text())["rows"] if r.get("available")}
+    out = {}
+    for (runtime, precision), method in ACCURACY_METHOD.items():
+        r = rows.get((runtime, method))
+        if r is not None:
+            out[(runtime, precision)] = f"{r['drop']:.2f} [{r['drop_low']:.2f}, {r['drop_high']:.2f}]"
+    return out
 
 
 def main() -> int:
@@ -81,7 +93,7 @@ def main() -> int:
     p.add_argument(
         "--with-performance-preset",
         action="store_true",
-        help="also time NNCF's performance preset (symmetric activations) on OpenVINO; its accuracy is not measured here",
+        help="also time NNCF's performance preset (symmetric activations) on OpenVINO",
     )
     p.add_argument(
         "--work", default=None, help="folder for the quantized models; existing ones are reused (timing only)"
@@ -155,18 +167,25 @@ def main() -> int:
                 times.append((time.perf_counter() - t) * 1e3)
             per_round[key].append(statistics.median(times))
     median = {k: statistics.median(v) for k, v in per_round.items()}
-    ov_f32, ort_f32 = median[("openvino", "f32")], median[("onnxruntime", "fp32")]
+
+    def paired_ratio(key: tuple[str, str], base: tuple[str, str]) -> float:
+        """Median over rounds of this round's latency / the base's latency in the same round: a shared machine's
+        slow spells then weigh on both sides of a ratio, not on one row only."""
+        return statistics.median(a / b for a, b in zip(per_round[key], per_round[base]))
+
     rows = []
     for (runtime, precision), ms in median.items():
-        base = ov_f32 if runtime == "openvino" else ort_f32
+        base = ("openvino", "f32") if runtime == "openvino" else ("onnxruntime", "fp32")
         k = kernels.get((runtime, precision))
         rows.append(
             {
                 "runtime": runtime,
                 "precision": precision,
                 "median_ms": round(ms, 2),
-                "ratio_to_float32": round(ms / base, 3),
-                "ratio_to_bf16": round(ms / median[("openvino", "bf16")], 3) if runtime == "openvino" else None,
+                "ratio_to_float32": round(paired_ratio((runtime, precision), base), 3),
+                "ratio_to_bf16": round(paired_ratio((runtime, precision), ("openvino", "bf16")), 3)
+                if runtime == "openvino"
+                else None,
                 "int8_convs": k.int8_convs if k else None,
                 "float_convs": k.float_convs if k else None,
                 "round_medians_ms": [round(v, 2) for v in per_round[(runtime, precision)]],
@@ -201,22 +220,27 @@ def main() -> int:
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"{args.model} at {args.imgsz}, model only, batch 1, {args.threads} threads, one process, {args.rounds} interleaved "
-        f"rounds x {args.runs} runs, median of round medians; load average at the end {load[0]:.1f} on "
+        f"rounds x {args.runs} runs, median of round medians; ratios: median over rounds of the ratio within the round; load average at the end {load[0]:.1f} on "
         f"{os.cpu_count()} cores{load_note(load[0], args.threads)}. CPU: {result['cpu']} (flags: "
         f"{', '.join(result['cpu_flags']) or 'unknown'})"
         + ". INT8 convs: convolutions the runtime executed as INT8 "
         "kernels (OpenVINO runtime precision, ONNX Runtime optimized graph).",
         "",
-        "| runtime | precision | median (ms) | vs float32 | vs bf16 | INT8 convs / float convs |",
-        "|---|---|---:|---:|---:|---|",
+        "| runtime | precision | median (ms) | vs float32 | vs bf16 | INT8 convs / float convs | mAP drop [95% CI] |",
+        "|---|---|---:|---:|---:|---|---|",
     ]
+    drops = accuracy_drops(out / "int8_accuracy.json")
     for r in rows:
         conv = f"{r['int8_convs']} / {r['float_convs']}" if r["int8_convs"] is not None else "-"
         bf = f"{r['ratio_to_bf16']:.2f}x" if r["ratio_to_bf16"] is not None else "-"
         lines.append(
-            f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} | {conv} |"
+            f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} | {conv} "
+            f"| {drops.get((r['runtime'], r['precision']), '-')} |"
         )
     lines += [
+        "",
+        "mAP drop: the same recipe on a trained model (the dw5 study model at its own input size, "
+        "benchmarks/int8_accuracy.py, the INT8 accuracy table); '-': not an INT8 row or not measured.",
         "",
         f"Where the time goes on ONNX Runtime (its profiler, ms per run, {args.runs} runs; CPU flags: "
         f"{', '.join(result['cpu_flags']) or 'unknown'}): convolutions by kind, other ops by type.",

@@ -7,6 +7,7 @@ then the per-layer evidence behind the numbers (quant/evidence.py). Writes repor
 
 Methods (`--methods`, comma-separated; default: every one below):
     nncf                           NNCF PTQ (MIXED preset, min-max ranges, per-channel weights, fast bias correction)
+    nncf-performance               the same with NNCF's PERFORMANCE preset (symmetric activations too)
     ort-<calibrator>-<pc|pt>       ONNX Runtime static QDQ (U8S8) with calibrator minmax / entropy / percentile and
                                    per-channel (pc) or per-tensor (pt) weights
     tensorrt                       TensorRT's explicit-quantization form (symmetric int8, per-channel weights),
@@ -43,11 +44,12 @@ class Method:
     recipe: str | None
     calibrator: str = "minmax"
     granularity: str = "per-channel"
+    preset: str = "mixed"  # NNCF's preset (nncf recipe only)
 
     @staticmethod
     def parse(name: str) -> Method:
-        if name == "nncf":
-            return Method(name, "nncf")
+        if name in ("nncf", "nncf-mixed", "nncf-performance"):
+            return Method(name, "nncf", preset=name.removeprefix("nncf-") if "-" in name else "mixed")
         if name == "tensorrt":
             return Method(name, "tensorrt")
         if name == "qat":
@@ -55,7 +57,7 @@ class Method:
         parts = name.split("-")
         if len(parts) == 3 and parts[0] == "ort" and parts[1] in CALIBRATOR_CODES and parts[2] in ("pc", "pt"):
             return Method(name, "onnxruntime", parts[1], "per-channel" if parts[2] == "pc" else "per-tensor")
-        raise UserError(f"unknown gap method {name!r}; use nncf, tensorrt, qat or ort-<minmax|entropy|percentile>-<pc|pt>")
+        raise UserError(f"unknown gap method {name!r}; use nncf, nncf-performance, tensorrt, qat or ort-<minmax|entropy|percentile>-<pc|pt>")
 
 
 DEFAULT_METHODS = (
@@ -221,7 +223,7 @@ def run_family(weights: str, settings: GapSettings, out: Path, progress) -> Fami
             if method.recipe is None:
                 files = dict.fromkeys(settings.targets, _qat_model_file(model, settings, folder / name))
             else:
-                qs = QuantSettings(calibrator=method.calibrator, granularity=method.granularity)
+                qs = QuantSettings(calibrator=method.calibrator, granularity=method.granularity, preset=method.preset)
                 result = ptq(model, calib, recipe=method.recipe, settings=qs, out_dir=folder / name,
                              imgsz=settings.imgsz, check_kernels=False)  # fmt: skip
                 files = {t: _int8_file(t, result) for t in settings.targets}

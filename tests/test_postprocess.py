@@ -142,3 +142,19 @@ def test_select_candidates_equals_full_sigmoid_filter(score_thr: float, topk: in
     decided = (gap > 1e-6 * ref_scores) | (gap == 0)
     assert decided.float().mean() > 0.5  # most of the order is checked, not a vacuous subset
     assert torch.equal(labels[decided], ref_labels[decided]) and torch.equal(priors[decided], ref_priors[decided])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_pairs_above_numpy_and_torch_paths_agree(dtype) -> None:
+    """float32 CPU logits take the numpy path, others (float16 here, CUDA in use) torch's: same pairs, same order."""
+    from rtmdet_edge.inference.postprocess import _pairs_above
+
+    g = torch.Generator().manual_seed(5)
+    logits = (torch.randn(6, 50, generator=g) * 3).to(dtype)
+    logits[:, 7] = -10.0  # a prior with no class above the bound
+    pair, vals = _pairs_above(logits, 1.5)
+    ref = torch.nonzero(logits.t().reshape(-1) > 1.5).squeeze(1)  # row-major (prior, class)
+    assert torch.equal(pair, ref) and torch.equal(vals, logits.t().reshape(-1)[ref])
+    assert not (pair // 6 == 7).any()
+    empty_pair, empty_vals = _pairs_above(logits, 100.0)
+    assert empty_pair.numel() == 0 and empty_vals.numel() == 0

@@ -25,6 +25,7 @@ def _checkpoint(path, block: str, num_classes: int = 3, name: str = "rtmdet-tiny
 def test_methods_parse() -> None:
     assert Method.parse("ort-entropy-pt") == Method("ort-entropy-pt", "onnxruntime", "entropy", "per-tensor")
     assert Method.parse("nncf").recipe == "nncf" and Method.parse("qat").recipe is None
+    assert Method.parse("nncf").preset == "mixed" and Method.parse("nncf-performance").preset == "performance"
     with pytest.raises(UserError):
         Method.parse("ort-magic-pc")
 
