@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="rtmdet-tiny", help="preset (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, default=640, help="input size (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per loop, split over the rounds (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=30,
+                        help="timed runs per loop, split over the rounds (default: %(default)s)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per loop (default: %(default)s)")
     parser.add_argument("--int8-onnx", help="a Q/DQ ONNX of the same model for the INT8 rows")
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
               f"before {entry['e2e_before_ms']:.1f} ms (+{100 * entry['overhead_before']:.1f}%)")
     load = list(os.getloadavg())
     report = {
-        "what": "Detector end to end vs the model call alone, same backend, interleaved rounds (median of round medians, ms)",
+        "what": "Detector end to end vs the model call alone, same backend, interleaved rounds "
+        "(median of round medians, ms)",
         "model": args.model,
         "weights": weights,
         "image": image_source,
@@ -156,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/e2e_overhead.py" + (" " + " ".join(argv) if argv else "")
     lines = [
         f"{args.model} at {args.imgsz}, {args.threads} threads, deploy post-processing, image {image_source}; "
-        f"{per_call} runs per loop in each of {args.rounds} interleaved rounds after {args.warmup} warm-up runs; latency: median "
-        "of the round medians, overhead: median over rounds of e2e / model within the round. CPU: "
+        f"{per_call} runs per loop in each of {args.rounds} interleaved rounds after {args.warmup} warm-up runs; "
+        "latency: median of the round medians, overhead: median over rounds of e2e / model within the round. CPU: "
         f"{cpu_name()}, load average {load[0]:.1f} at the end{load_note(load[0], args.threads)}. Budget: end to end <= model + {100 * BUDGET:.0f}%.",
         "",
         "| runtime | model only (ms) | Detector end to end (ms) | overhead | before the fix: end to end (ms) | overhead |",

@@ -5,8 +5,9 @@
     python benchmarks/update_readme.py                                          # copies the table into README.md
 
 Every model runs through the project's own backends (targets/onnxruntime.py, targets/openvino.py) with the settings
-`benchmark` uses. Each round runs every model `--runs` times back to back (after warm-up) and keeps the round's median; the reported
-latency is the median over rounds, and ratios are taken within the run, so a loaded machine shifts all rows together.
+`benchmark` uses. Each round runs every model `--runs` times back to back (after warm-up) and keeps the round's
+median; the reported latency is the median over rounds, and each ratio is the median over rounds of the ratio within
+the round, so a shared machine's slow spells weigh on both sides of it.
 Without --weights the model is rtmdet-tiny with random weights whose BN statistics were measured on random inputs
 (latency does not depend on the weights). Accuracy is measured by benchmarks/int8_accuracy.py on a trained model with
 the same recipes; when its results exist, each INT8 row shows that recipe's measured mAP drop.
@@ -220,7 +221,9 @@ def main() -> int:
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"{args.model} at {args.imgsz}, model only, batch 1, {args.threads} threads, one process, {args.rounds} interleaved "
-        f"rounds x {args.runs} runs, median of round medians; ratios: median over rounds of the ratio within the round; load average at the end {load[0]:.1f} on "
+        f"rounds x {args.runs} runs, median of round medians; ratios: median over rounds of the ratio within the "
+        "round; "
+        f"load average at the end {load[0]:.1f} on "
         f"{os.cpu_count()} cores{load_note(load[0], args.threads)}. CPU: {result['cpu']} (flags: "
         f"{', '.join(result['cpu_flags']) or 'unknown'})"
         + ". INT8 convs: convolutions the runtime executed as INT8 "
@@ -234,8 +237,8 @@ def main() -> int:
         conv = f"{r['int8_convs']} / {r['float_convs']}" if r["int8_convs"] is not None else "-"
         bf = f"{r['ratio_to_bf16']:.2f}x" if r["ratio_to_bf16"] is not None else "-"
         lines.append(
-            f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} | {conv} "
-            f"| {drops.get((r['runtime'], r['precision']), '-')} |"
+            f"| {r['runtime']} | {r['precision']} | {r['median_ms']:.1f} | {r['ratio_to_float32']:.2f}x | {bf} "
+            f"| {conv} | {drops.get((r['runtime'], r['precision']), '-')} |"
         )
     lines += [
         "",

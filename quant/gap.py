@@ -57,7 +57,8 @@ class Method:
         parts = name.split("-")
         if len(parts) == 3 and parts[0] == "ort" and parts[1] in CALIBRATOR_CODES and parts[2] in ("pc", "pt"):
             return Method(name, "onnxruntime", parts[1], "per-channel" if parts[2] == "pc" else "per-tensor")
-        raise UserError(f"unknown gap method {name!r}; use nncf, nncf-performance, tensorrt, qat or ort-<minmax|entropy|percentile>-<pc|pt>")
+        raise UserError(f"unknown gap method {name!r}; use nncf, nncf-performance, tensorrt, qat or "
+                        "ort-<minmax|entropy|percentile>-<pc|pt>")
 
 
 DEFAULT_METHODS = (
