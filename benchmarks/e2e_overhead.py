@@ -3,15 +3,15 @@
 For rtmdet-tiny at 640 with the benchmark's defaults (2 threads, deploy post-processing) on one real image
 (shared/data/video/demo.jpg; a synthetic one when it is absent), per runtime: the model call alone, and the
 `Detector` around the very same backend (letterbox + normalise + model + decode/NMS). Two Detector settings run side
-by side in the same interleaved rounds:
+by side, call by call with the model-only call (`paired_times`):
 
 - `now`: what the package does (ONNX Runtime stops its pool spinning when a run returns; decode/NMS on one torch
   thread next to another runtime);
 - `before`: the previous behaviour (ORT threads keep spinning after the run; decode/NMS on torch's 2 OpenMP threads),
   in which each runtime's idle threads spun on the cores the other needed.
 
-The ratio e2e / model-only is what matters; all loops run interleaved, so load from other users of a shared machine
-hits them alike (the report records the load average). Pass --int8-onnx for the INT8 rows (a Q/DQ ONNX from
+The ratio e2e / model-only is what matters: each Detector call is paired with the model-only call next to it, so load
+from other users of a shared machine hits both alike (the report records the load average). Pass --int8-onnx for the INT8 rows (a Q/DQ ONNX from
 `rtmdet-edge quantize`).
 
     python benchmarks/e2e_overhead.py      # writes benchmarks/results/e2e_overhead.{json,md}
@@ -46,7 +46,7 @@ from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess  # noqa
 from rtmdet_edge.models.outputs import group_outputs  # noqa: E402
 from targets import load_backend  # noqa: E402
 from targets.export import export_onnx  # noqa: E402
-from targets.latency import cpu_name, load_note, measure_latencies  # noqa: E402
+from targets.latency import cpu_name, load_note  # noqa: E402
 
 BUDGET = 0.15  # e2e may add at most 15% to the model-only latency
 
@@ -68,6 +68,31 @@ def backends(
     return rows
 
 
+def paired_times(
+    groups: dict[str, dict[str, tuple[Any, tuple]]], warmup: int, runs: int, rounds: int
+) -> dict[str, list[float]]:
+    """Per-call times (ms) of every loop. Within a group (one runtime) the loops take turns call by call, so the
+    model-only call and the Detector call run moments apart and are preceded by the same runtime's work; groups run
+    one after the other, `rounds` times over. A shared machine's slow spells (seconds) then hit both sides of a
+    ratio, and no runtime's call follows another runtime's (whose idle pool would change what it costs)."""
+    for group in groups.values():
+        for fn, args in group.values():
+            for _ in range(warmup):
+                fn(*args)
+    times: dict[str, list[float]] = {name: [] for group in groups.values() for name in group}
+    per_round = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    for n in per_round:
+        for group in groups.values():
+            for fn, args in group.values():  # one warm call after the switch from the previous runtime
+                fn(*args)
+            for _ in range(n):
+                for name, (fn, args) in group.items():
+                    start = time.perf_counter()
+                    fn(*args)
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="rtmdet-tiny", help="preset (default: %(default)s)")
@@ -75,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=30,
                         help="timed runs per loop, split over the rounds (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="passes over the runtimes, the runs split between them (default: %(default)s)")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per loop (default: %(default)s)")
     parser.add_argument("--int8-onnx", help="a Q/DQ ONNX of the same model for the INT8 rows")
     parser.add_argument("--int8-ir", help="an OpenVINO INT8 IR (.xml, nncf recipe) for the openvino INT8 row "
@@ -93,36 +119,36 @@ def main(argv: list[str] | None = None) -> int:
         xml_path = convert_to_openvino(onnx_path, Path(tmp) / "model.xml")
         rows = backends(onnx_path, xml_path, args.int8_onnx, args.threads, args.int8_ir)
         batch = normalize_numpy(preprocess([image], args.imgsz)[0])
-        calls = {}
+        groups: dict[str, dict[str, tuple[Any, tuple]]] = {}  # row -> its loops, measured call by call in turn
         for row, variants in rows.items():
-            calls[f"{row} | model"] = (variants["now"], (batch,))
+            # each setting with its own model-only call: the "before" ORT session's pool spins after every run and
+            # would slow whichever call came next
             for variant, backend in variants.items():
                 det = Detector(backend, imgsz=args.imgsz, postprocess="deploy")
                 if variant == "before":
                     det.post_threads = None  # decode/NMS on torch's own thread count, as before
-                calls[f"{row} | e2e {variant}"] = (det, (image,))
-        # pre- and post-processing alone, in the same rounds (post on the FP32 ONNX Runtime outputs of this image)
+                groups[f"{row} {variant}"] = {f"{row} | model {variant}": (backend, (batch,)),
+                                              f"{row} | e2e {variant}": (det, (image,))}  # fmt: skip
+        # pre- and post-processing alone (post on the FP32 ONNX Runtime outputs of this image)
         first = rows["onnxruntime fp32"]["now"]
         det = Detector(first, imgsz=args.imgsz, postprocess="deploy")
         metas = preprocess([image], args.imgsz)[1]
         outs = group_outputs(first(batch))
-        calls["pre alone"] = (lambda: normalize_numpy(preprocess([image], args.imgsz)[0]), ())
-        calls["post alone"] = (det.postprocess_raw, (outs, metas))
+        groups["alone"] = {"pre alone": (lambda: normalize_numpy(preprocess([image], args.imgsz)[0]), ()),
+                           "post alone": (det.postprocess_raw, (outs, metas))}  # fmt: skip
         bound = math.log(det.post_cfg.score_thr / (1 - det.post_cfg.score_thr))
         pairs_above = [int((c[0] > bound).sum()) for c in outs["cls_scores"]]
-        # One measurement per round (warm-up before the first only): the overhead is the median over rounds of
-        # e2e / model within the round, so a shared machine's slow spells, which last seconds, weigh on both sides.
-        per_call = -(-args.runs // args.rounds)
-        rounds = [measure_latencies(calls, args.warmup if r == 0 else 0, per_call, 1) for r in range(args.rounds)]
-    med = {name: statistics.median(r[name].median_ms for r in rounds) for name in calls}
+        times = paired_times(groups, args.warmup, args.runs, args.rounds)
+    calls = [name for g in groups.values() for name in g]
+    med = {name: statistics.median(times[name]) for name in calls}
     results = []
     for row in rows:
-        model_ms = med[f"{row} | model"]
-        entry = {"row": row, "model_ms": model_ms}
+        model_ms = med[f"{row} | model now"]
+        entry = {"row": row, "model_ms": model_ms, "model_before_ms": med[f"{row} | model before"]}
         for variant in ("now", "before"):
             entry[f"e2e_{variant}_ms"] = med[f"{row} | e2e {variant}"]
             entry[f"overhead_{variant}"] = statistics.median(
-                r[f"{row} | e2e {variant}"].median_ms / r[f"{row} | model"].median_ms - 1.0 for r in rounds
+                e / m - 1.0 for e, m in zip(times[f"{row} | e2e {variant}"], times[f"{row} | model {variant}"])
             )
         entry["within_budget"] = entry["overhead_now"] <= BUDGET
         results.append(entry)
@@ -130,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
               f"before {entry['e2e_before_ms']:.1f} ms (+{100 * entry['overhead_before']:.1f}%)")
     load = list(os.getloadavg())
     report = {
-        "what": "Detector end to end vs the model call alone, same backend, interleaved rounds "
-        "(median of round medians, ms)",
+        "what": "Detector end to end vs the model call alone, same backend, call-by-call alternation (median ms)",
         "model": args.model,
         "weights": weights,
         "image": image_source,
@@ -145,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_name(),
         "load_average_at_end": load,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "round_medians_ms": {name: [r[name].median_ms for r in rounds] for name in calls},
+        "times_ms": {name: [round(t, 3) for t in times[name]] for name in calls},
         "results": results,
         "pre_alone_ms": med["pre alone"],
         "post_alone_ms": med["post alone"],
@@ -158,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/e2e_overhead.py" + (" " + " ".join(argv) if argv else "")
     lines = [
         f"{args.model} at {args.imgsz}, {args.threads} threads, deploy post-processing, image {image_source}; "
-        f"{per_call} runs per loop in each of {args.rounds} interleaved rounds after {args.warmup} warm-up runs; "
-        "latency: median of the round medians, overhead: median over rounds of e2e / model within the round. CPU: "
+        f"{args.runs} runs per loop after {args.warmup} warm-up runs; each runtime's loops take turns call by call (model, "
+        f"e2e; the before-setting with its own model calls), the runtimes one after the other, {args.rounds} times over; latency: median, overhead: median "
+        "of e2e / model over adjacent calls. CPU: "
         f"{cpu_name()}, load average {load[0]:.1f} at the end{load_note(load[0], args.threads)}. Budget: end to end <= model + {100 * BUDGET:.0f}%.",
         "",
         "| runtime | model only (ms) | Detector end to end (ms) | overhead | before the fix: end to end (ms) | overhead |",
@@ -170,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {e['row']} | {e['model_ms']:.1f} | {e['e2e_now_ms']:.1f} | {100 * e['overhead_now']:+.1f}% "
             f"| {e['e2e_before_ms']:.1f} | {100 * e['overhead_before']:+.1f}% |"
         )
-    lines += ["", f"Alone, in the same rounds: pre-processing (letterbox + normalise) {report['pre_alone_ms']:.2f} ms, "
+    lines += ["", f"Alone, in the same passes: pre-processing (letterbox + normalise) {report['pre_alone_ms']:.2f} ms, "
               f"decode + NMS {report['post_alone_ms']:.2f} ms on the FP32 outputs, with "
               f"{' / '.join(str(n) for n in pairs_above)} (prior, class) pairs above the deploy threshold per level "
               "(strides 8 / 16 / 32)."]
