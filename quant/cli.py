@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="NNCF preset: mixed (asymmetric activations, the smaller accuracy loss after SiLU) or performance (all "
         "symmetric, the faster OpenVINO INT8 model; README 'INT8 speed' and 'INT8 accuracy' measure both)",
     )
+    p.add_argument(
+        "--int8-everywhere",
+        action="store_true",
+        help="onnxruntime recipe: quantize every conv, also those ONNX Runtime's x86 INT8 kernels run slower than "
+        "float (depth-wise convs, k x k convs with < 16 output channels), which it keeps float by default",
+    )
     p.add_argument("--bias-correction", default="fast", choices=("fast", "full", "none"), help="NNCF bias correction")
     p.add_argument("--imgsz", type=int, default=640, help="square input size, a multiple of 32")
     p.add_argument("--parity-images", type=int, default=4, help="real images for the INT8 vs FP32 check (0: skip)")
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         activation_type=args.activation_type,
         preset=args.preset,
         bias_correction=args.bias_correction,
+        float_slow_convs=not args.int8_everywhere,
     )
     check_recipe_settings(args.recipe, settings)
     if args.imgsz % 32:

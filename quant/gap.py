@@ -8,8 +8,10 @@ then the per-layer evidence behind the numbers (quant/evidence.py). Writes repor
 Methods (`--methods`, comma-separated; default: every one below):
     nncf                           NNCF PTQ (MIXED preset, min-max ranges, per-channel weights, fast bias correction)
     nncf-performance               the same with NNCF's PERFORMANCE preset (symmetric activations too)
-    ort-<calibrator>-<pc|pt>       ONNX Runtime static QDQ (U8S8) with calibrator minmax / entropy / percentile and
-                                   per-channel (pc) or per-tensor (pt) weights
+    ort-<calibrator>-<pc|pt>       ONNX Runtime static QDQ (U8S8) of every conv, with calibrator minmax / entropy /
+                                   percentile and per-channel (pc) or per-tensor (pt) weights
+    onnxruntime                    the onnxruntime recipe as `quantize` runs it by default: ort-minmax-pc, but the
+                                   convs ONNX Runtime runs slower in INT8 (depth-wise, < 16 output channels) stay float
     tensorrt                       TensorRT's explicit-quantization form (symmetric int8, per-channel weights),
                                    run in ONNX Runtime and OpenVINO here
     qat                            quantization-aware fine-tuning (quant.qat), when available in this version
@@ -45,6 +47,7 @@ class Method:
     calibrator: str = "minmax"
     granularity: str = "per-channel"
     preset: str = "mixed"  # NNCF's preset (nncf recipe only)
+    float_slow_convs: bool = False  # onnxruntime recipe only; False measures every conv in INT8 (the study's point)
 
     @staticmethod
     def parse(name: str) -> Method:
@@ -52,12 +55,14 @@ class Method:
             return Method(name, "nncf", preset=name.removeprefix("nncf-") if "-" in name else "mixed")
         if name == "tensorrt":
             return Method(name, "tensorrt")
+        if name == "onnxruntime":
+            return Method(name, "onnxruntime", float_slow_convs=True)
         if name == "qat":
             return Method(name, None)
         parts = name.split("-")
         if len(parts) == 3 and parts[0] == "ort" and parts[1] in CALIBRATOR_CODES and parts[2] in ("pc", "pt"):
             return Method(name, "onnxruntime", parts[1], "per-channel" if parts[2] == "pc" else "per-tensor")
-        raise UserError(f"unknown gap method {name!r}; use nncf, nncf-performance, tensorrt, qat or "
+        raise UserError(f"unknown gap method {name!r}; use nncf, nncf-performance, onnxruntime, tensorrt, qat or "
                         "ort-<minmax|entropy|percentile>-<pc|pt>")
 
 
@@ -224,7 +229,8 @@ def run_family(weights: str, settings: GapSettings, out: Path, progress) -> Fami
             if method.recipe is None:
                 files = dict.fromkeys(settings.targets, _qat_model_file(model, settings, folder / name))
             else:
-                qs = QuantSettings(calibrator=method.calibrator, granularity=method.granularity, preset=method.preset)
+                qs = QuantSettings(calibrator=method.calibrator, granularity=method.granularity, preset=method.preset,
+                                   float_slow_convs=method.float_slow_convs)  # fmt: skip
                 result = ptq(model, calib, recipe=method.recipe, settings=qs, out_dir=folder / name,
                              imgsz=settings.imgsz, check_kernels=False)  # fmt: skip
                 files = {t: _int8_file(t, result) for t in settings.targets}

@@ -109,11 +109,14 @@ def ptq(
     qdq = onnx.load(str(output.qdq_onnx))
     onnx.checker.check_model(qdq, full_check=True)
     graph = inspect_qdq(qdq)
+    graph.float_nodes.update({k: v for k, v in output.float_reasons.items() if k in graph.float_nodes})
     kernels = []
     if check_kernels:
         kernels.append({**onnxruntime_kernels(output.qdq_onnx).to_dict(), "model": output.qdq_onnx.name})
         ov_model = output.openvino_xml or output.qdq_onnx
         kernels.append({**openvino_kernels(ov_model).to_dict(), "model": ov_model.name})
+        for kernel in kernels:
+            _explain_float_convs(kernel, output.float_reasons)
     parity = []
     if parity_images:
         strides = tuple(getattr(model, "strides", (8, 16, 32)))
@@ -143,6 +146,18 @@ def ptq(
     summary["seconds"] = time.perf_counter() - start
     json_path, md_path = write_summary(summary, out_dir)
     return PTQResult(fp32, output.qdq_onnx, output.openvino_xml, summary, json_path, md_path)
+
+
+def _explain_float_convs(kernel: dict, reasons: dict[str, str]) -> None:
+    """Convs the recipe kept float on purpose get its reason instead of the runtime's guess at why a conv is float.
+
+    Runtimes rename fused nodes but keep the original name inside (ORT: a prefix; OpenVINO: originalLayersNames)."""
+    names = kernel["float_conv_names"]
+    kept = [n for n in names if any(r in n for r in reasons)]
+    if not kept:
+        return
+    why = "kept float by the recipe (the float nodes in the graph section say why, one by one)"
+    kernel["why_float"] = why if len(kept) == len(names) else f"{len(kept)} {why}; the others: {kernel['why_float']}"
 
 
 def default_int8_artifact(

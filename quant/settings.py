@@ -25,6 +25,9 @@ class QuantSettings:
         ONNX Runtime's x86 int8 GEMMs are U8S8); the tensorrt recipe is always s8 (symmetric).
     preset: NNCF preset, "mixed" (symmetric weights, asymmetric activations) or "performance" (all symmetric).
     bias_correction: "fast" (NNCF's default), "full" (slower, data-driven) or "none".
+    float_slow_convs: onnxruntime recipe only: keep float the convs whose INT8 kernel ONNX Runtime's x86 CPU provider
+        runs slower than float (depth-wise convs; k x k convs with fewer than 16 output channels, e.g. the stem), so
+        the INT8 model is as fast as it can be. False quantizes every conv (what the gap study measures).
     """
 
     calibrator: str = "minmax"
@@ -33,6 +36,7 @@ class QuantSettings:
     activation_type: str = "u8"
     preset: str = "mixed"
     bias_correction: str = "fast"
+    float_slow_convs: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -26,6 +26,8 @@ def test_methods_parse() -> None:
     assert Method.parse("ort-entropy-pt") == Method("ort-entropy-pt", "onnxruntime", "entropy", "per-tensor")
     assert Method.parse("nncf").recipe == "nncf" and Method.parse("qat").recipe is None
     assert Method.parse("nncf").preset == "mixed" and Method.parse("nncf-performance").preset == "performance"
+    # the study quantizes every conv; "onnxruntime" is the recipe as `quantize` runs it (slow INT8 convs float)
+    assert not Method.parse("ort-minmax-pc").float_slow_convs and Method.parse("onnxruntime").float_slow_convs
     with pytest.raises(UserError):
         Method.parse("ort-magic-pc")
 

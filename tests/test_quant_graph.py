@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quant import QuantSettings, load_calibration, ptq
 from quant.graph import inspect_qdq, tensorrt_rule_violations
-from quant.recipes.onnxruntime import match_nodes
+from quant.recipes.onnxruntime import match_nodes, slow_int8_convs
 from quant.settings import check_recipe_settings
 from rtmdet_edge.errors import UserError
 
@@ -197,3 +197,22 @@ def test_quantize_cli_bad_input_is_exit_2_and_one_line(tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(errors) == 3 and all(line.startswith("rtmdet-edge quantize: error:") for line in errors)
     assert "already quantized" in errors[0] and "per output channel" in errors[1] and "not found" in errors[2]
+
+
+def test_slow_int8_convs_are_depthwise_and_narrow_kxk_convs():
+    """The onnxruntime recipe keeps float the convs ORT's x86 INT8 kernels lose on: depth-wise ones and k x k ones
+    with fewer than 16 output channels; 1x1 convs and wide k x k convs stay INT8 candidates."""
+    shapes = {  # name -> (weight shape, group)
+        "dw": ((32, 1, 5, 5), 32),
+        "stem": ((12, 3, 3, 3), 1),
+        "narrow_1x1": ((4, 32, 1, 1), 1),
+        "wide_3x3": ((16, 12, 3, 3), 1),
+    }
+    inits = [numpy_helper.from_array(np.zeros(s, np.float32), f"{n}_w") for n, (s, _) in shapes.items()]
+    nodes = [helper.make_node("Conv", ["x", f"{n}_w"], [f"{n}_y"], name=n, group=g) for n, (_, g) in shapes.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
+                              [helper.make_tensor_value_info(f"{n}_y", TensorProto.FLOAT, None) for n in shapes],
+                              inits)  # fmt: skip
+    slow = slow_int8_convs(helper.make_model(graph))
+    assert set(slow) == {"dw", "stem"}
+    assert "depth-wise" in slow["dw"] and "12 output channels" in slow["stem"]

@@ -11,6 +11,7 @@ from _quant_helpers import lively_model
 from quant import QuantSettings, load_calibration, ptq
 from quant.graph import inspect_qdq, tensorrt_rule_violations
 from quant.parity import run_onnxruntime, run_openvino
+from quant.recipes.onnxruntime import slow_int8_convs
 
 IMGSZ = 64
 RECIPES = ("onnxruntime", "tensorrt", "nncf")
@@ -34,6 +35,10 @@ def results(model, calib, tmp_path_factory):
         out[recipe] = ptq(
             model, calib, recipe=recipe, out_dir=tmp_path_factory.mktemp(recipe), imgsz=IMGSZ, parity_images=images
         )
+    out["onnxruntime-everywhere"] = ptq(
+        model, calib, recipe="onnxruntime", settings=QuantSettings(float_slow_convs=False),
+        out_dir=tmp_path_factory.mktemp("everywhere"), imgsz=IMGSZ,
+    )  # fmt: skip
     return out
 
 
@@ -54,8 +59,30 @@ def test_qdq_onnx_checks_and_runs(results, calib, recipe):
 
 
 @pytest.mark.slow
+def test_onnxruntime_recipe_keeps_slow_int8_convs_float(results):
+    """By default the convs ORT runs slower in INT8 (rtmdet-tiny: 8 depth-wise, the two 12-channel stem convs) stay
+    float, the summary says why for each, and every other conv runs as QLinearConv."""
+    r = results["onnxruntime"]
+    qdq = onnx.load(str(r.qdq_onnx))
+    slow = slow_int8_convs(onnx.load(str(r.fp32_onnx)))
+    assert sum("depth-wise" in why for why in slow.values()) == 8
+    assert sum("output channels" in why for why in slow.values()) == 2
+    report = inspect_qdq(qdq)
+    assert set(report.float_nodes) == set(slow)  # exactly these stay float...
+    assert r.summary["graph"]["float_weighted_nodes"] == slow  # ...and the summary gives the recipe's reason
+    convs = sum(1 for n in qdq.graph.node if n.op_type == "Conv")
+    kernels = {k["runtime"]: k for k in r.summary["kernels"]}
+    assert report.num_quantized_convs == kernels["onnxruntime"]["int8_convs"] == convs - len(slow)
+    assert kernels["onnxruntime"]["float_convs"] == len(slow)
+    assert kernels["onnxruntime"]["why_float"].startswith("kept float by the recipe")
+    assert any("slower in INT8" in n for n in r.summary["notes"])
+
+
+@pytest.mark.slow
 def test_onnxruntime_recipe_graph(results):
-    qdq = onnx.load(str(results["onnxruntime"].qdq_onnx))
+    """--int8-everywhere: every conv quantized (the form the gap study measures)."""
+    r = results["onnxruntime-everywhere"]
+    qdq = onnx.load(str(r.qdq_onnx))
     report = inspect_qdq(qdq)
     convs = sum(1 for n in qdq.graph.node if n.op_type == "Conv")
     assert report.num_quantized_convs == convs and not report.float_nodes
@@ -68,7 +95,7 @@ def test_onnxruntime_recipe_graph(results):
     acts = [q for q in report.quantizers if q.op_type == "QuantizeLinear" and not q.is_weight]
     assert acts and all(q.dtype == "uint8" and q.scale_shape == () for q in acts)  # U8 per-tensor activations
     assert init  # weights are stored quantized
-    kernels = {k["runtime"]: k for k in results["onnxruntime"].summary["kernels"]}
+    kernels = {k["runtime"]: k for k in r.summary["kernels"]}
     assert kernels["onnxruntime"]["int8_convs"] == convs  # QLinearConv for every conv
     assert kernels["openvino"]["int8_convs"] == convs
 
@@ -120,6 +147,8 @@ def test_ignore_keeps_nodes_float(model, calib, tmp_path):
         imgsz=IMGSZ,
         check_kernels=False,
     )
-    report = inspect_qdq(onnx.load(str(r.qdq_onnx)))
-    assert report.float_nodes and all("rtm_cls" in name for name in report.float_nodes)
-    assert any("kept float" in n for n in r.summary["notes"])
+    floats = r.summary["graph"]["float_weighted_nodes"]  # name -> why, the recipe's reasons merged in
+    ignored = {name for name, why in floats.items() if why == "kept float by --ignore"}
+    assert ignored and all("rtm_cls" in name for name in ignored)
+    assert set(floats) - ignored == set(slow_int8_convs(onnx.load(str(r.fp32_onnx))))
+    assert any("kept float by --ignore" in n for n in r.summary["notes"])

@@ -23,6 +23,7 @@ class RecipeOutput:
     qdq_onnx: Path
     openvino_xml: Path | None = None
     notes: list[str] = field(default_factory=list)  # choices the recipe made (mapped calibrator, excluded ops, ...)
+    float_reasons: dict[str, str] = field(default_factory=dict)  # node the recipe kept float -> why
 
 
 class Recipe(Protocol):

@@ -21,6 +21,9 @@ from rtmdet_edge.errors import UserError
 # fits a distribution for float8, it does not minimise the int8 error), so "mse" is refused rather than faked.
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 PERCENTILE = 99.999  # ORT's default; the 1e-5 tail of SiLU outputs is what a min-max range wastes codes on
+# A k x k conv with fewer output channels than this runs slower as INT8 than as float on ONNX Runtime's x86 CPU
+# provider (rtmdet-tiny's 12-channel stem convs: benchmarks/int8_speed.py, "Convs the onnxruntime recipe keeps float").
+MIN_INT8_OUT_CHANNELS = 16
 
 
 class BatchReader:
@@ -57,6 +60,51 @@ def match_nodes(onnx_model: onnx.ModelProto, patterns: tuple[str, ...]) -> list[
     return matched
 
 
+def slow_int8_convs(model: onnx.ModelProto) -> dict[str, str]:
+    """Conv name -> why its INT8 kernel on ONNX Runtime's x86 CPU provider is slower than its float one.
+
+    Depth-wise convs: MLAS's INT8 depth-wise kernel loses to its float NCHWc one at every width measured (1.2x-6x,
+    worst when the channel count is not a multiple of 16). k x k convs with few output channels (the stem): 1.8x-2.7x.
+    Keeping them float costs a Q/DQ pair each and makes the whole model faster (README "INT8 speed").
+    """
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    slow: dict[str, str] = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in weights:
+            continue
+        out_ch, _, *kernel = weights[n.input[1]]
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if group > 1:
+            slow[n.name] = "depth-wise conv: ONNX Runtime's x86 INT8 depth-wise kernel is slower than its float one"
+        elif out_ch < MIN_INT8_OUT_CHANNELS and int(np.prod(kernel)) > 1:
+            slow[n.name] = (
+                f"{out_ch} output channels: ONNX Runtime's x86 INT8 kernel is slower than float below "
+                f"{MIN_INT8_OUT_CHANNELS}"
+            )
+    return slow
+
+
+# Activations that follow a conv inside one ConvModule (SiLU is Sigmoid + Mul once exported).
+ACTIVATION_OPS = ("Sigmoid", "Mul", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Clip")
+
+
+def with_activations(model: onnx.ModelProto, convs: list[str]) -> list[str]:
+    """The convs plus the activation nodes that read only their outputs (e.g. SiLU's Sigmoid and Mul).
+
+    A conv kept float must also keep its activation float: when the activation is quantized, the conv's output gets
+    a Q/DQ pair, and ONNX Runtime's optimizer (WeightBiasQuantization) then quantizes the float weight itself and runs
+    the conv as QLinearConv after all."""
+    by_name = {n.name: n for n in model.graph.node}
+    out = list(convs)
+    for conv in convs:
+        produced = set(by_name[conv].output)
+        for n in model.graph.node:
+            if n.op_type in ACTIVATION_OPS and n.input and all(x in produced for x in n.input if x):
+                produced.update(n.output)
+                out.append(n.name)
+    return out
+
+
 def quantize_with_ort(
     fp32_onnx: Path,
     calib_batch: np.ndarray,
@@ -66,8 +114,11 @@ def quantize_with_ort(
     symmetric: bool,
     op_types: list[str] | None = None,
     extra_options: dict | None = None,
-) -> list[str]:
-    """Pre-process, calibrate and write a QDQ ONNX; returns notes on the choices made."""
+    float_slow_convs: bool = False,
+) -> RecipeOutput:
+    """Pre-process, calibrate and write a QDQ ONNX, with notes on the choices made and why convs stayed float.
+
+    float_slow_convs: keep float the convs `slow_int8_convs` names (on top of settings.ignore)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -83,6 +134,9 @@ def quantize_with_ort(
     model = onnx.load(str(prep))
     input_name = model.graph.input[0].name
     exclude = match_nodes(model, settings.ignore)
+    reasons = dict.fromkeys(exclude, "kept float by --ignore")
+    if float_slow_convs:
+        reasons |= {k: v for k, v in slow_int8_convs(model).items() if k not in reasons}
     options = {"CalibPercentile": PERCENTILE} if settings.calibrator == "percentile" else {}
     if symmetric:
         options.update(ActivationSymmetric=True, WeightSymmetric=True)
@@ -97,7 +151,7 @@ def quantize_with_ort(
         per_channel=settings.granularity == "per-channel",
         activation_type=act,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=exclude or None,
+        nodes_to_exclude=with_activations(model, list(reasons)) or None,
         calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[settings.calibrator]),
         extra_options=options,
     )
@@ -109,7 +163,12 @@ def quantize_with_ort(
     ]
     if exclude:
         notes.append(f"kept float by --ignore: {', '.join(exclude)}")
-    return notes
+    if len(reasons) > len(exclude):
+        notes.append(
+            f"kept float because ONNX Runtime runs them slower in INT8 than in float on x86 (--int8-everywhere "
+            f"quantizes them): {', '.join(k for k in reasons if k not in exclude)}"
+        )
+    return RecipeOutput(qdq_onnx=out_path, notes=notes, float_reasons=reasons)
 
 
 class OnnxRuntimeRecipe:
@@ -119,8 +178,9 @@ class OnnxRuntimeRecipe:
         self, fp32_onnx: Path, calib_batch: np.ndarray, settings: QuantSettings, out_dir: Path
     ) -> RecipeOutput:
         out = out_dir / "model_int8_onnxruntime.onnx"
-        notes = quantize_with_ort(fp32_onnx, calib_batch, settings, out, symmetric=False)
-        return RecipeOutput(qdq_onnx=out, notes=notes)
+        return quantize_with_ort(
+            fp32_onnx, calib_batch, settings, out, symmetric=False, float_slow_convs=settings.float_slow_convs
+        )
 
 
 RECIPE = OnnxRuntimeRecipe()

@@ -35,7 +35,7 @@ class TensorRTRecipe:
                 "per-tensor weights lose depth-wise convs, drop --granularity per-tensor"
             )
         out = out_dir / "model_int8_tensorrt.onnx"
-        notes = quantize_with_ort(
+        output = quantize_with_ort(
             fp32_onnx,
             calib_batch,
             settings,
@@ -49,8 +49,8 @@ class TensorRTRecipe:
                 "QuantizeBias": False,  # TensorRT takes float biases; it folds them into the INT8 conv itself
             },
         )
-        notes.append("TensorRT placement: symmetric S8 (zero point 0), Q/DQ on Conv and Add inputs only")
-        return RecipeOutput(qdq_onnx=out, notes=notes)
+        output.notes.append("TensorRT placement: symmetric S8 (zero point 0), Q/DQ on Conv and Add inputs only")
+        return output
 
 
 RECIPE = TensorRTRecipe()
