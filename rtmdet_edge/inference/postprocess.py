@@ -133,7 +133,7 @@ def select_candidates(logits: Tensor, score_thr: float, topk: int) -> tuple[Tens
     else:
         bound = math.log(score_thr) - math.log1p(-score_thr) - 1e-2 if score_thr < 1.0 else math.inf
         pair, flat = _pairs_above(logits.detach().reshape(num_classes, -1), bound)
-    scores = (flat[pair] if score_thr <= 0.0 else flat).float().sigmoid()
+    scores = flat.float().sigmoid()  # flat[i] is the logit of pair[i] on both branches
     exact = scores > score_thr
     scores, pair = scores[exact], pair[exact]
     if len(scores) > topk:
