@@ -1,5 +1,7 @@
 """INT8 vs float latency, model only, one process, interleaved: OpenVINO (f32, bf16, NNCF INT8) and ONNX Runtime
-(FP32, INT8 U8S8 from the onnxruntime recipe), plus how many convolutions each runtime really ran as INT8 kernels.
+(FP32; INT8 U8S8 from the onnxruntime recipe, which keeps float the convs ONNX Runtime runs slower in INT8, and the same
+with every conv INT8), plus how many convolutions each runtime really ran as INT8 kernels and, conv by conv, the
+profiler's evidence for the convs kept float.
 
     PYTHONPATH=. python benchmarks/int8_speed.py --imgsz 640 --threads 2        # -> benchmarks/results/int8_speed.{json,md}
     python benchmarks/update_readme.py                                          # copies the table into README.md
@@ -60,8 +62,11 @@ def ov_request(path: Path, threads: int, precision: str):
 
 
 # which benchmarks/int8_accuracy.py method each timed INT8 row is (same recipe and settings, a trained model)
+ORT_ROW = "int8 (U8S8, onnxruntime recipe)"
+EVERYWHERE_ROW = "int8 (U8S8, every conv INT8: --int8-everywhere)"
 ACCURACY_METHOD = {
-    ("onnxruntime", "int8 (U8S8, onnxruntime recipe)"): "ort-minmax-pc",
+    ("onnxruntime", ORT_ROW): "onnxruntime",
+    ("onnxruntime", EVERYWHERE_ROW): "ort-minmax-pc",
     ("openvino", "int8 (nncf recipe)"): "nncf",
     ("openvino", "int8 (nncf recipe, performance preset)"): "nncf-performance",
 }
@@ -131,16 +136,19 @@ def main() -> int:
         return SimpleNamespace(fp32_onnx=fp32, qdq_onnx=qdq, openvino_xml=xml)
 
     ort_q = quantized("ort", "onnxruntime")
+    everywhere_q = quantized("ort_everywhere", "onnxruntime", QuantSettings(float_slow_convs=False))
     nncf_q = quantized("nncf", "nncf")
     models = {
         ("onnxruntime", "fp32"): ort_session(ort_q.fp32_onnx, args.threads),
-        ("onnxruntime", "int8 (U8S8, onnxruntime recipe)"): ort_session(ort_q.qdq_onnx, args.threads),
+        ("onnxruntime", ORT_ROW): ort_session(ort_q.qdq_onnx, args.threads),
+        ("onnxruntime", EVERYWHERE_ROW): ort_session(everywhere_q.qdq_onnx, args.threads),
         ("openvino", "f32"): ov_request(nncf_q.fp32_onnx, args.threads, "f32"),
         ("openvino", "bf16"): ov_request(nncf_q.fp32_onnx, args.threads, "bf16"),
         ("openvino", "int8 (nncf recipe)"): ov_request(nncf_q.openvino_xml, args.threads, "f32"),
     }
     kernels = {
-        ("onnxruntime", "int8 (U8S8, onnxruntime recipe)"): onnxruntime_kernels(ort_q.qdq_onnx),
+        ("onnxruntime", ORT_ROW): onnxruntime_kernels(ort_q.qdq_onnx),
+        ("onnxruntime", EVERYWHERE_ROW): onnxruntime_kernels(everywhere_q.qdq_onnx),
         ("openvino", "int8 (nncf recipe)"): openvino_kernels(nncf_q.openvino_xml, args.threads),
     }
     if args.with_s8s8:
@@ -194,12 +202,26 @@ def main() -> int:
         )
     # Where the time goes on ONNX Runtime (its profiler), FP32 vs INT8, by conv kind and op type: which layers INT8
     # actually speeds up on this CPU (an AVX2 core without VNNI gains far less on 3x3 convs than an AVX512-VNNI one).
-    from quant.kernels import onnxruntime_time_by_kind
+    # ...and, conv by conv, why the onnxruntime recipe keeps some float: each one's FP32 and all-INT8 kernel time.
+    import onnx
+
+    from quant.kernels import onnxruntime_conv_times, onnxruntime_time_by_kind
+    from quant.recipes.onnxruntime import slow_int8_convs
 
     by_kind = {
         "fp32": onnxruntime_time_by_kind(ort_q.fp32_onnx, x, args.threads, args.runs),
-        "int8": onnxruntime_time_by_kind(ort_q.qdq_onnx, x, args.threads, args.runs),
+        "int8": onnxruntime_time_by_kind(everywhere_q.qdq_onnx, x, args.threads, args.runs),
     }
+    conv_ms = {
+        "fp32": onnxruntime_conv_times(ort_q.fp32_onnx, x, args.threads, args.runs),
+        "int8": onnxruntime_conv_times(everywhere_q.qdq_onnx, x, args.threads, args.runs),
+    }
+    kept_float = [
+        {"conv": name, "why": why, "fp32_ms": conv_ms["fp32"].get(name), "int8_ms": conv_ms["int8"].get(name)}
+        for name, why in slow_int8_convs(onnx.load(str(ort_q.fp32_onnx))).items()
+    ]
+    others = [n for n in conv_ms["fp32"] if n not in {k["conv"] for k in kept_float} and n in conv_ms["int8"]]
+    others_ratio = statistics.median(conv_ms["int8"][n] / conv_ms["fp32"][n] for n in others) if others else None
     load = os.getloadavg()
     result = {
         "model": args.model,
@@ -215,6 +237,8 @@ def main() -> int:
         "cpu_flags": cpu_flags(),
         "rows": rows,
         "onnxruntime_ms_by_kind": by_kind,
+        "onnxruntime_kept_float": kept_float,
+        "onnxruntime_other_convs_median_int8_over_fp32": others_ratio,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +272,7 @@ def main() -> int:
         f"Where the time goes on ONNX Runtime (its profiler, ms per run, {args.runs} runs; CPU flags: "
         f"{', '.join(result['cpu_flags']) or 'unknown'}): convolutions by kind, other ops by type.",
         "",
-        "| kernel | FP32 (ms) | INT8 U8S8 (ms) | INT8 / FP32 |",
+        "| kernel | FP32 (ms) | INT8 U8S8, every conv (ms) | INT8 / FP32 |",
         "|---|---:|---:|---:|",
     ]
     for kind in sorted({*by_kind["fp32"], *by_kind["int8"]}, key=lambda k: -max(by_kind["fp32"].get(k, 0), by_kind["int8"].get(k, 0))):
@@ -257,6 +281,21 @@ def main() -> int:
             continue
         ratio = f"{q / f:.2f}x" if f and q else "-"
         lines.append(f"| {kind} | {f or 0:.1f} | {q or 0:.1f} | {ratio} |")
+    lines += [
+        "",
+        "Convs the onnxruntime recipe keeps float (`quant/recipes/onnxruntime.py`, `slow_int8_convs`; "
+        "`--int8-everywhere` quantizes them too): each one's kernel time in the FP32 model and in the every-conv INT8 "
+        "model (same profiler runs)"
+        + (f"; the median INT8 / FP32 of all other convs is {others_ratio:.2f}x." if others_ratio else "."),
+        "",
+        "| conv | why | FP32 (ms) | INT8 (ms) | INT8 / FP32 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for k in kept_float:
+        f, q = k["fp32_ms"], k["int8_ms"]
+        ratio = f"{q / f:.2f}x" if f and q else "-"
+        short = k["conv"].removeprefix("/model/").removesuffix("/Conv")
+        lines.append(f"| {short} | {k['why'].split(':')[0]} | {f or 0:.2f} | {q or 0:.2f} | {ratio} |")
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -123,14 +123,12 @@ def conv_kinds(model: onnx.ModelProto) -> dict[str, str]:
     return kinds
 
 
-def onnxruntime_time_by_kind(path: str | os.PathLike, x, threads: int = 2, runs: int = 10) -> dict[str, float]:
-    """Milliseconds per run by kernel, from ONNX Runtime's profiler: convolutions (float or INT8) grouped by kind
-    (depth-wise / full, kernel size), every other op by its type. Shows *which* layers INT8 speeds up on this CPU."""
+def onnxruntime_time_by_node(path: str | os.PathLike, x, threads: int = 2, runs: int = 10) -> dict[str, tuple[str, float]]:
+    """Node name (as ONNX Runtime runs it, after its fusions) -> (op type, milliseconds per run), from its profiler."""
     import json
 
     import onnxruntime as ort
 
-    kinds = conv_kinds(onnx.load(str(path)))
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -147,14 +145,37 @@ def onnxruntime_time_by_kind(path: str | os.PathLike, x, threads: int = 2, runs:
         for _ in range(runs):
             sess.run(None, {name: x})
         events = json.loads(Path(sess.end_profiling()).read_text())
-    total: Counter = Counter()
+    out: dict[str, tuple[str, float]] = {}
     for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
-            continue
-        op, node = e["args"]["op_name"], e["name"][: -len("_kernel_time")]
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            node = e["name"][: -len("_kernel_time")]
+            op, ms = out.get(node, (e["args"]["op_name"], 0.0))
+            out[node] = (op, ms + e["dur"] / 1e3 / runs)
+    return out
+
+
+def onnxruntime_conv_times(path: str | os.PathLike, x, threads: int = 2, runs: int = 10) -> dict[str, float]:
+    """Original conv name -> milliseconds per run of the kernel that ran it (float or INT8), from the profiler."""
+    kinds = conv_kinds(onnx.load(str(path)))
+    out: Counter = Counter()
+    for node, (op, ms) in onnxruntime_time_by_node(path, x, threads, runs).items():
         if op in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS):
-            # fused nodes keep the original conv's name as a prefix (e.g. "<conv>_token_12" after QDQ fusion)
-            kind = kinds.get(node) or next((k for n, k in kinds.items() if node.startswith(n)), "other")
-            op = f"conv {kind}"
-        total[op] += e["dur"] / 1e3 / runs
+            out[_original_conv(node, kinds)] += ms
+    return dict(out)
+
+
+def onnxruntime_time_by_kind(path: str | os.PathLike, x, threads: int = 2, runs: int = 10) -> dict[str, float]:
+    """Milliseconds per run by kernel, from ONNX Runtime's profiler: convolutions (float or INT8) grouped by kind
+    (depth-wise / full, kernel size), every other op by its type. Shows *which* layers INT8 speeds up on this CPU."""
+    kinds = conv_kinds(onnx.load(str(path)))
+    total: Counter = Counter()
+    for node, (op, ms) in onnxruntime_time_by_node(path, x, threads, runs).items():
+        if op in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS):
+            op = f"conv {kinds.get(_original_conv(node, kinds), 'other')}"
+        total[op] += ms
     return dict(total.most_common())
+
+
+def _original_conv(node: str, kinds: dict[str, str]) -> str:
+    """The graph's conv a runtime node ran: fused nodes keep the original name as a prefix ("<conv>_token_12")."""
+    return node if node in kinds else next((n for n in kinds if node.startswith(n)), node)

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quant import QuantSettings, load_calibration, ptq
 from quant.graph import inspect_qdq, tensorrt_rule_violations
-from quant.recipes.onnxruntime import match_nodes, slow_int8_convs
+from quant.recipes.onnxruntime import match_nodes, share_concat_scales, slow_int8_convs
 from quant.settings import check_recipe_settings
 from rtmdet_edge.errors import UserError
 
@@ -216,3 +216,41 @@ def test_slow_int8_convs_are_depthwise_and_narrow_kxk_convs():
     slow = slow_int8_convs(helper.make_model(graph))
     assert set(slow) == {"dw", "stem"}
     assert "depth-wise" in slow["dw"] and "12 output channels" in slow["stem"]
+
+
+def test_share_concat_scales_rewires_single_use_inputs_only():
+    """Concat inputs computed by an op (Mul) take the output's scale; one behind a MaxPool keeps its own (MaxPool runs
+    on INT8 only with equal input and output scales), and unused initializers are dropped."""
+    params = {
+        "a": (0.1, 10),  # Mul output
+        "b": (0.2, 20),  # MaxPool output
+        "c": (0.3, 30),  # Concat output
+    }
+    inits = []
+    for t, (scale, zp) in params.items():
+        inits += [numpy_helper.from_array(np.asarray(scale, np.float32), f"{t}_scale"),
+                  numpy_helper.from_array(np.asarray(zp, np.uint8), f"{t}_zp")]  # fmt: skip
+    qdq = [
+        node
+        for t in params
+        for node in (
+            helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zp"], [f"{t}_q"], name=f"{t}_Q"),
+            helper.make_node("DequantizeLinear", [f"{t}_q", f"{t}_scale", f"{t}_zp"], [f"{t}_dq"], name=f"{t}_DQ"),
+        )
+    ]
+    nodes = [
+        helper.make_node("Mul", ["x", "x"], ["a"], name="mul"),
+        helper.make_node("MaxPool", ["x"], ["b"], name="pool", kernel_shape=[1, 1]),
+        *qdq[:4],
+        helper.make_node("Concat", ["a_dq", "b_dq"], ["c"], name="concat", axis=1),
+        *qdq[4:],
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("c_dq", TensorProto.FLOAT, [1, 4, 4, 4])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert share_concat_scales(model) == ["concat"]
+    by_name = {n.name: n for n in model.graph.node}
+    assert list(by_name["a_Q"].input[1:]) == list(by_name["a_DQ"].input[1:]) == ["c_scale", "c_zp"]
+    assert list(by_name["b_Q"].input[1:]) == ["b_scale", "b_zp"]
+    assert {t.name for t in model.graph.initializer} == {"b_scale", "b_zp", "c_scale", "c_zp"}
+    onnx.checker.check_model(model, full_check=True)

@@ -76,6 +76,14 @@ def test_onnxruntime_recipe_keeps_slow_int8_convs_float(results):
     assert kernels["onnxruntime"]["float_convs"] == len(slow)
     assert kernels["onnxruntime"]["why_float"].startswith("kept float by the recipe")
     assert any("slower in INT8" in n for n in r.summary["notes"])
+    # CSP Concats take their inputs on the output's scale, so QLinearConcat copies them
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    consumers = {x: n for n in qdq.graph.node for x in n.input}
+    shared = [
+        n for n in qdq.graph.node if n.op_type == "Concat" and consumers[n.output[0]].op_type == "QuantizeLinear"
+        and all(producers[x].input[1] == consumers[n.output[0]].input[1] for x in n.input)
+    ]  # fmt: skip
+    assert len(shared) >= 4 and any("Concats take their inputs" in n for n in r.summary["notes"])
 
 
 @pytest.mark.slow

@@ -3,6 +3,9 @@
 Defaults follow what runs fast on an x86 CPU: U8 activations (asymmetric) with S8 per-channel weights. S8S8 QDQ
 graphs run ~2x *slower* than FP32 in ONNX Runtime 1.31 here (QUANT_NOTES.md section 9: ORT's x86 int8 kernels are U8S8,
 so S8 activations fall back to slower paths), which is why `activation_type` defaults to u8 for this recipe only.
+Two more choices follow ONNX Runtime's x86 kernels: the convs it runs slower in INT8 than in float stay float
+(`slow_int8_convs`; `--int8-everywhere` quantizes them), and Concat inputs share the output's scale so QLinearConcat
+copies them (`share_concat_scales`). README "INT8 speed" has the measurements behind both.
 """
 
 from __future__ import annotations
@@ -105,6 +108,50 @@ def with_activations(model: onnx.ModelProto, convs: list[str]) -> list[str]:
     return out
 
 
+def share_concat_scales(model: onnx.ModelProto) -> list[str]:
+    """Quantize each Concat input straight to the Concat output's scale and zero point; returns the Concats changed.
+
+    ONNX Runtime's QLinearConcat copies an input whose scale and zero point equal the output's and requantizes any
+    other through a lookup table, byte by byte. ORT's quantizer calibrates every tensor on its own, so every CSP
+    block's Concat paid that pass. Under min-max calibration the output range is the union of the input ranges, so
+    one rounding to the output's grid replaces the two roundings (input grid, then the table): no precision is lost.
+    Only a Q/DQ pair that feeds this Concat alone is changed, and never one behind a MaxPool/Resize (those run on
+    INT8 only while their input and output share a scale).
+    """
+    from quant.graph import PASS_THROUGH_OPS
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    changed = []
+    for concat in (n for n in model.graph.node if n.op_type == "Concat"):
+        after = consumers.get(concat.output[0], [])
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        out_params = list(after[0].input[1:3])
+        rewired = False
+        for x in concat.input:
+            dq = producer.get(x)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            source = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            if q is None or len(consumers.get(x, [])) != 1 or len(consumers.get(q.output[0], [])) != 1:
+                continue
+            if source is None or source.op_type in PASS_THROUGH_OPS or list(q.input[1:3]) == out_params:
+                continue
+            for node in (q, dq):
+                node.input[1:3] = out_params
+            rewired = True
+        if rewired:
+            changed.append(concat.name)
+    used = {x for n in model.graph.node for x in n.input}
+    unused = [t for t in model.graph.initializer if t.name not in used]
+    for t in unused:
+        model.graph.initializer.remove(t)
+    return changed
+
+
 def quantize_with_ort(
     fp32_onnx: Path,
     calib_batch: np.ndarray,
@@ -115,10 +162,12 @@ def quantize_with_ort(
     op_types: list[str] | None = None,
     extra_options: dict | None = None,
     float_slow_convs: bool = False,
+    share_concat: bool = False,
 ) -> RecipeOutput:
     """Pre-process, calibrate and write a QDQ ONNX, with notes on the choices made and why convs stayed float.
 
-    float_slow_convs: keep float the convs `slow_int8_convs` names (on top of settings.ignore)."""
+    float_slow_convs: keep float the convs `slow_int8_convs` names (on top of settings.ignore).
+    share_concat: give Concat inputs the output's scale (`share_concat_scales`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -156,6 +205,11 @@ def quantize_with_ort(
         extra_options=options,
     )
     prep.unlink(missing_ok=True)
+    shared = []
+    if share_concat:
+        qdq = onnx.load(str(out_path))
+        shared = share_concat_scales(qdq)
+        onnx.save(qdq, str(out_path))
     notes = [
         f"onnxruntime quantize_static QDQ, activations {'S8' if act == QuantType.QInt8 else 'U8'} per-tensor, weights S8 "
         f"{settings.granularity}, calibration {CALIBRATION_METHODS[settings.calibrator]}"
@@ -168,6 +222,11 @@ def quantize_with_ort(
             f"kept float because ONNX Runtime runs them slower in INT8 than in float on x86 (--int8-everywhere "
             f"quantizes them): {', '.join(k for k in reasons if k not in exclude)}"
         )
+    if shared:
+        notes.append(
+            f"{len(shared)} Concats take their inputs on the output's scale (ONNX Runtime then copies instead of "
+            "requantizing each input)"
+        )
     return RecipeOutput(qdq_onnx=out_path, notes=notes, float_reasons=reasons)
 
 
@@ -179,7 +238,13 @@ class OnnxRuntimeRecipe:
     ) -> RecipeOutput:
         out = out_dir / "model_int8_onnxruntime.onnx"
         return quantize_with_ort(
-            fp32_onnx, calib_batch, settings, out, symmetric=False, float_slow_convs=settings.float_slow_convs
+            fp32_onnx,
+            calib_batch,
+            settings,
+            out,
+            symmetric=False,
+            float_slow_convs=settings.float_slow_convs,
+            share_concat=True,
         )
 
 
