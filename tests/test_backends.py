@@ -207,3 +207,23 @@ def test_backend_from_a_model_leaves_no_temporary_files(tmp_path, monkeypatch) -
     out = backend(np.zeros((1, 3, 64, 64), np.float32))
     assert set(out) >= {"cls_score_0", "bbox_pred_2"}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_openvino_normalises_letterboxed_uint8_inside_the_runtime(ir_paths, images):
+    """run_letterboxed (what Detector calls on OpenVINO) gives the outputs of the float path with numpy's
+    normalisation, and the Detector's detections match the PyTorch model's."""
+    from rtmdet_edge import Detector
+    from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess
+
+    backend = load_backend(ir_paths["f32"], num_threads=1)
+    boxed, _ = preprocess(images[:1], IMGSZ)
+    ref, got = backend(normalize_numpy(boxed)), backend.run_letterboxed(boxed)
+    assert sorted(got) == sorted(ref)
+    for name in ref:
+        assert got[name].shape == ref[name].shape
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, atol=1e-4 * np.abs(ref[name]).max())
+    torch_dets = Detector(shared_model(), imgsz=IMGSZ, backend="torch", device="cpu", postprocess="deploy")(images[0])
+    ov_dets = Detector(backend, imgsz=IMGSZ, postprocess="deploy")(images[0])
+    assert len(torch_dets) > 0
+    match = match_detections(torch_dets, ov_dets, score_atol=1e-3, box_atol=1e-2, score_thr=0.3)
+    assert match.ok and match.matched + match.excused_ref == len(torch_dets), match

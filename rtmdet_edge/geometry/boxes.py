@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,22 @@ def make_priors(
         stride = torch.full_like(xx, float(s))
         priors.append(torch.stack([xx, yy, stride, stride], dim=-1).reshape(-1, 4))
     return torch.cat(priors, dim=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _level_priors_cached(sizes: tuple[tuple[int, int], ...], strides: tuple[int, ...], device: str) -> tuple[Tensor, ...]:
+    with torch.inference_mode(False):  # normal tensors: usable in and out of inference mode, whoever asked first
+        return make_priors(sizes, strides, device=device).split([h * w for h, w in sizes])
+
+
+def level_priors(
+    featmap_sizes: Sequence[tuple[int, int]], strides: Sequence[int], device: torch.device | str = "cpu"
+) -> tuple[Tensor, ...]:
+    """make_priors split per level, cached by (sizes, strides, device): post-processing asks for the same priors on
+    every frame, and building them cost about as much as a level's candidate search. The tensors are shared: read
+    them, never write into them."""
+    sizes = tuple((int(h), int(w)) for h, w in featmap_sizes)
+    return _level_priors_cached(sizes, tuple(int(s) for s in strides), str(device))
 
 
 def distance2bbox(points: Tensor, distance: Tensor, max_shape: tuple[int, int] | None = None) -> Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rtmdet_edge.geometry.boxes import box_iou, distance2bbox, make_priors
+from rtmdet_edge.geometry.boxes import box_iou, distance2bbox, level_priors
 from rtmdet_edge.inference.preprocess import LetterboxMeta
 
 
@@ -205,7 +205,7 @@ def postprocess(
     cls_scores, bbox_preds = outputs["cls_scores"], outputs["bbox_preds"]
     sizes = [tuple(c.shape[-2:]) for c in cls_scores]
     device = cls_scores[0].device
-    priors_per_level = make_priors(sizes, strides, device=device).split([h * w for h, w in sizes])
+    priors_per_level = level_priors(sizes, strides, device=device)
     results = []
     for i, meta in enumerate(metas):
         all_scores, all_labels, all_boxes = [], [], []

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rtmdet_edge.geometry.boxes import distance2bbox, make_priors
+from rtmdet_edge.geometry.boxes import distance2bbox, level_priors
 from rtmdet_edge.inference.postprocess import (
     DEPLOY,
     Detections,
@@ -84,7 +84,7 @@ def postprocess_ins(
     kernel_preds, mask_feat = outputs["kernel_preds"], outputs["mask_feat"]
     sizes = [tuple(c.shape[-2:]) for c in cls_scores]
     device = cls_scores[0].device
-    priors_per_level = make_priors(sizes, strides, device=device).split([h * w for h, w in sizes])
+    priors_per_level = level_priors(sizes, strides, device=device)
     results = []
     for i, meta in enumerate(metas):
         all_scores, all_labels, all_boxes, all_priors, all_kernels = [], [], [], [], []

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rtmdet_edge.geometry.boxes import make_priors
+from rtmdet_edge.geometry.boxes import level_priors
 from rtmdet_edge.geometry.rotated import distance2rbox, rbox_iou, rescale_rboxes
 from rtmdet_edge.inference.postprocess import Detections, PostprocessConfig, level_rows, nms, select_candidates
 from rtmdet_edge.inference.preprocess import LetterboxMeta
@@ -63,7 +63,7 @@ def postprocess_rotated(
     """Decode a batch of RTMDet-R raw outputs into one Detections per image: boxes [N, 5] (cx, cy, w, h, angle)."""
     cls_scores = outputs["cls_scores"]
     sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-    priors_per_level = make_priors(sizes, strides, device=cls_scores[0].device).split([h * w for h, w in sizes])
+    priors_per_level = level_priors(sizes, strides, device=cls_scores[0].device)
     results = []
     for i, meta in enumerate(metas):
         boxes, scores, labels = decode_rotated(outputs, i, priors_per_level, cfg)
