@@ -205,17 +205,15 @@ def main() -> int:
     # ...and, conv by conv, why the onnxruntime recipe keeps some float: each one's FP32 and all-INT8 kernel time.
     import onnx
 
-    from quant.kernels import onnxruntime_conv_times, onnxruntime_time_by_kind
+    from quant.kernels import onnxruntime_times
     from quant.recipes.onnxruntime import slow_int8_convs
 
-    by_kind = {
-        "fp32": onnxruntime_time_by_kind(ort_q.fp32_onnx, x, args.threads, args.runs),
-        "int8": onnxruntime_time_by_kind(everywhere_q.qdq_onnx, x, args.threads, args.runs),
+    profiles = {
+        "fp32": onnxruntime_times(ort_q.fp32_onnx, x, args.threads, args.runs),
+        "int8": onnxruntime_times(everywhere_q.qdq_onnx, x, args.threads, args.runs),
     }
-    conv_ms = {
-        "fp32": onnxruntime_conv_times(ort_q.fp32_onnx, x, args.threads, args.runs),
-        "int8": onnxruntime_conv_times(everywhere_q.qdq_onnx, x, args.threads, args.runs),
-    }
+    by_kind = {k: p[0] for k, p in profiles.items()}
+    conv_ms = {k: p[1] for k, p in profiles.items()}
     kept_float = [
         {"conv": name, "why": why, "fp32_ms": conv_ms["fp32"].get(name), "int8_ms": conv_ms["int8"].get(name)}
         for name, why in slow_int8_convs(onnx.load(str(ort_q.fp32_onnx))).items()

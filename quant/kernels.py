@@ -154,26 +154,22 @@ def onnxruntime_time_by_node(path: str | os.PathLike, x, threads: int = 2, runs:
     return out
 
 
-def onnxruntime_conv_times(path: str | os.PathLike, x, threads: int = 2, runs: int = 10) -> dict[str, float]:
-    """Original conv name -> milliseconds per run of the kernel that ran it (float or INT8), from the profiler."""
+def onnxruntime_times(
+    path: str | os.PathLike, x, threads: int = 2, runs: int = 10
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Milliseconds per run from one profile of ONNX Runtime: (by kernel, by conv). By kernel: convolutions (float or
+    INT8) grouped by kind (depth-wise / full, kernel size), every other op by its type, which shows *which* layers
+    INT8 speeds up on this CPU. By conv: each of the graph's convs under its original name."""
     kinds = conv_kinds(onnx.load(str(path)))
-    out: Counter = Counter()
+    by_kind: Counter = Counter()
+    by_conv: Counter = Counter()
     for node, (op, ms) in onnxruntime_time_by_node(path, x, threads, runs).items():
         if op in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS):
-            out[_original_conv(node, kinds)] += ms
-    return dict(out)
-
-
-def onnxruntime_time_by_kind(path: str | os.PathLike, x, threads: int = 2, runs: int = 10) -> dict[str, float]:
-    """Milliseconds per run by kernel, from ONNX Runtime's profiler: convolutions (float or INT8) grouped by kind
-    (depth-wise / full, kernel size), every other op by its type. Shows *which* layers INT8 speeds up on this CPU."""
-    kinds = conv_kinds(onnx.load(str(path)))
-    total: Counter = Counter()
-    for node, (op, ms) in onnxruntime_time_by_node(path, x, threads, runs).items():
-        if op in (*ORT_FLOAT_CONV_OPS, *ORT_INT8_CONV_OPS):
-            op = f"conv {kinds.get(_original_conv(node, kinds), 'other')}"
-        total[op] += ms
-    return dict(total.most_common())
+            conv = _original_conv(node, kinds)
+            by_conv[conv] += ms
+            op = f"conv {kinds.get(conv, 'other')}"
+        by_kind[op] += ms
+    return dict(by_kind.most_common()), dict(by_conv)
 
 
 def _original_conv(node: str, kinds: dict[str, str]) -> str:

@@ -148,8 +148,11 @@ class OpenVinoBackend:
         self._letterboxed_request = None
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self.request.infer({0: batch}, share_inputs=True, share_outputs=True)
-        outs = {name: self.request.get_output_tensor(i).data for i, name in enumerate(self.output_names)}
+        return self._infer(self.request, batch)
+
+    def _infer(self, request, batch: np.ndarray) -> dict[str, np.ndarray]:
+        request.infer({0: batch}, share_inputs=True, share_outputs=True)
+        outs = {name: request.get_output_tensor(i).data for i, name in enumerate(self.output_names)}
         return {name: o.copy() for name, o in outs.items()} if self._copy else outs
 
     def run_letterboxed(self, batch_uint8: np.ndarray) -> dict[str, np.ndarray]:
@@ -172,10 +175,7 @@ class OpenVinoBackend:
             ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(list(MEAN_BGR)).scale(list(STD_BGR))
             compiled = self._core.compile_model(ppp.build(), self._device, self.config)
             self._letterboxed_request = compiled.create_infer_request()
-        request = self._letterboxed_request
-        request.infer({0: np.ascontiguousarray(batch_uint8)}, share_inputs=True, share_outputs=True)
-        outs = {name: request.get_output_tensor(i).data for i, name in enumerate(self.output_names)}
-        return {name: o.copy() for name, o in outs.items()} if self._copy else outs
+        return self._infer(self._letterboxed_request, np.ascontiguousarray(batch_uint8))
 
     def __repr__(self) -> str:
         return f"OpenVinoBackend({self.path.name}, {self.precision}, hint={self.hint})"
