@@ -67,7 +67,7 @@ def slow_int8_convs(model: onnx.ModelProto) -> dict[str, str]:
     """Conv name -> why its INT8 kernel on ONNX Runtime's x86 CPU provider is slower than its float one.
 
     Depth-wise convs: MLAS's INT8 depth-wise kernel loses to its float NCHWc one at every width measured on rtmdet-tiny
-    (1.3x-7x slower, worst at 24 channels). k x k convs with few output channels (the 12-channel stem): 2x-2.9x.
+    (1.1x-7x slower, worst at 24 channels). k x k convs with few output channels (the 12-channel stem): 1.5x-2.9x.
     Keeping them float costs a Q/DQ pair each and makes the whole model faster (README "INT8 speed").
     """
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
