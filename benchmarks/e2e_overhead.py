@@ -14,7 +14,7 @@ The ratio e2e / model-only is what matters: each Detector call is paired with th
 from other users of a shared machine hits both alike (the report records the load average). Pass --int8-onnx for the INT8 rows (a Q/DQ ONNX from
 `rtmdet-edge quantize`).
 
-    python benchmarks/e2e_overhead.py      # writes benchmarks/results/e2e_overhead.{json,md}
+    python benchmarks/e2e_overhead.py      # writes benchmarks/results/e2e_overhead.{json,md} (--name: another stem)
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the --int8-onnx Q/DQ ONNX)")
     parser.add_argument("--int8-note", help="how the INT8 models were made (printed under the table)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"), help="output folder (default: %(default)s)")
+    parser.add_argument("--name", default="e2e_overhead",
+                        help="file stem of the results: <out>/<name>.json and .md (default: %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, weights = load_benchmark_model(args.model)
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "e2e_overhead.json").write_text(json.dumps(report, indent=1))
+    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1))
     argv = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/e2e_overhead.py" + (" " + " ".join(argv) if argv else "")
     lines = [
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lines += ["", "INT8 rows: not measured in this run (pass --int8-onnx with a Q/DQ ONNX from `rtmdet-edge quantize`)."]
     lines += ["", f"Produced by `{command}`."]
-    (out / "e2e_overhead.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
