@@ -33,17 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from quant.kernels import cpu_flags  # noqa: E402
 from targets.latency import cpu_name, load_note  # noqa: E402
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD features that decide INT8 speed on x86 (VNNI: one-instruction u8 x s8 dot products)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
-    except (OSError, IndexError):
-        return []
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-    return [f for f in wanted if f in flags]
 
 
 def ort_session(path: Path, threads: int):

@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.qdq_onnx}" + (f" and {result.openvino_xml}" if result.openvino_xml else ""))
     for k in result.summary["kernels"]:
         print(f"{k['runtime']}: {k['int8_convs']} convs run as INT8 kernels, {k['float_convs']} in float")
+    if result.summary["cpu"]["vnni"] is False:  # the kernel counts above say nothing about how much faster
+        print(f"note: {result.summary['cpu']['note']}")
     for p in result.summary["parity"]:
         print(
             f"parity {p['runtime']}: min SQNR {p['min_sqnr_db']} dB, detection agreement {p['detection_agreement']:.3f}"

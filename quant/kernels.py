@@ -22,6 +22,46 @@ ORT_INT8_CONV_OPS = ("QLinearConv", "ConvInteger")
 ORT_FLOAT_CONV_OPS = ("Conv", "FusedConv", "NchwcConv")
 
 
+# The x86 features that decide how much INT8 gains over float (VNNI: one instruction for a u8 x s8 dot product).
+X86_INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """This CPU's X86_INT8_FLAGS, from /proc/cpuinfo (empty off Linux x86 or when it cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    line = next((ln for ln in cpuinfo.splitlines() if ln.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in X86_INT8_FLAGS if f in have]
+
+
+def int8_cpu_note(flags: list[str]) -> str:
+    """What these CPU flags mean for CPU INT8 speed, in one sentence (README "INT8 speed" has the measurements)."""
+    if "amx_int8" in flags or "avx512_vnni" in flags or "avx_vnni" in flags:
+        kind = "AMX-INT8 and VNNI" if "amx_int8" in flags else "VNNI"
+        return (f"{kind}: INT8 dot products are one instruction here, so INT8 convolutions run at about a third of "
+                "their float time (README, INT8 speed)")  # fmt: skip
+    if "avx2" in flags:
+        return ("no VNNI (AVX2 only): INT8 dot products take three instructions here, so INT8 convolutions run at "
+                "only about 0.6x of their float time and the whole model gains far less than on a CPU with "
+                "AVX512-VNNI or AVX-VNNI (README, INT8 speed)")  # fmt: skip
+    return "INT8 features of this CPU unknown (not an x86 Linux machine, or /proc/cpuinfo unreadable)"
+
+
+def cpu_int8_features() -> dict:
+    """{"cpu", "flags", "vnni", "note"}: recorded in every quantization summary, because the same INT8 model gains
+    about twice as much over float on a CPU with VNNI as on one without (README, INT8 speed). vnni is None where the
+    flags are unknown."""
+    from targets.latency import cpu_name
+
+    flags = cpu_flags()
+    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")) if flags else None
+    return {"cpu": cpu_name(), "flags": flags, "vnni": vnni, "note": int8_cpu_note(flags)}
+
+
 @dataclass
 class KernelReport:
     runtime: str

@@ -17,7 +17,7 @@ from torch import nn
 
 from quant.calibration import CalibrationSet
 from quant.graph import inspect_qdq, tensorrt_rule_violations
-from quant.kernels import onnxruntime_kernels, openvino_kernels
+from quant.kernels import cpu_int8_features, onnxruntime_kernels, openvino_kernels
 from quant.parity import compare_int8
 from quant.recipes import get_recipe
 from quant.settings import MIN_CALIB_IMAGES, QuantSettings, check_recipe_settings
@@ -139,6 +139,7 @@ def ptq(
         "notes": output.notes,
         "graph": graph.to_dict(),
         "kernels": kernels,
+        "cpu": cpu_int8_features(),
         "parity": parity,
         "tensorrt_rule_violations": tensorrt_rule_violations(qdq) if recipe == "tensorrt" else None,
         **(meta or {}),

@@ -42,6 +42,9 @@ def to_markdown(s: dict) -> str:
             f"| {k['runtime']} | {k['model']} | {k['int8_convs']} | {k['float_convs']} | {k['why_float'] or '-'} | "
             f"{', '.join(f'{t} x{c}' for t, c in k['other_float_layers'].items()) or '-'} |"
         )
+    if s.get("cpu"):
+        c = s["cpu"]
+        lines += ["", f"This CPU: {c['cpu']} (flags: {', '.join(c['flags']) or 'unknown'}): {c['note']}."]
     lines += ["", "## Parity with FP32 (real images, deploy post-processing)", ""]
     lines += [
         "| runtime | images | min SQNR (dB) | detections fp32 / int8 / matched | agreement |",

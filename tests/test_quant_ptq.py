@@ -56,6 +56,30 @@ def test_qdq_onnx_checks_and_runs(results, calib, recipe):
             assert np.abs(got[name] - ref[name]).mean() < np.abs(ref[name]).mean() + 1e-6
     assert r.summary_json.is_file() and r.summary_md.is_file()
     assert {p["runtime"] for p in r.summary["parity"]} == {"onnxruntime", "openvino"}
+    # the CPU's INT8 features: the same model gains far less over float without VNNI
+    assert r.summary["cpu"]["note"] and f"This CPU: {r.summary['cpu']['cpu']}" in r.summary_md.read_text()
+
+
+_CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 {}\nbugs\t\t: none\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "flags", "says"),
+    [
+        ("avx avx2 fma", ["avx2", "fma"], "no VNNI"),
+        ("avx2 fma avx512f avx512_vnni", ["avx2", "fma", "avx512f", "avx512_vnni"], "VNNI: "),
+        ("avx2 avx_vnni", ["avx2", "avx_vnni"], "VNNI: "),
+        ("avx2 avx512_vnni amx_int8", ["avx2", "avx512_vnni", "amx_int8"], "AMX-INT8 and VNNI"),
+        ("", [], "unknown"),
+    ],
+)
+def test_cpu_flags_and_int8_note(extra, flags, says):
+    from quant.kernels import cpu_flags, int8_cpu_note
+
+    got = cpu_flags(_CPUINFO.format(extra))
+    assert got == flags  # only the INT8-relevant flags, in a fixed order; "avx" alone is not "avx2"
+    assert says in int8_cpu_note(got)
+    assert cpu_flags("no flags line here") == []
 
 
 @pytest.mark.slow
