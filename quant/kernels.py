@@ -24,6 +24,7 @@ ORT_FLOAT_CONV_OPS = ("Conv", "FusedConv", "NchwcConv")
 
 # The x86 features that decide how much INT8 gains over float (VNNI: one instruction for a u8 x s8 dot product).
 X86_INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # AMX-INT8 CPUs have AVX512-VNNI too
 
 
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
@@ -40,7 +41,7 @@ def cpu_flags(cpuinfo: str | None = None) -> list[str]:
 
 def int8_cpu_note(flags: list[str]) -> str:
     """What these CPU flags mean for CPU INT8 speed, in one sentence (README "INT8 speed" has the measurements)."""
-    if "amx_int8" in flags or "avx512_vnni" in flags or "avx_vnni" in flags:
+    if any(f in flags for f in VNNI_FLAGS):
         kind = "AMX-INT8 and VNNI" if "amx_int8" in flags else "VNNI"
         return (f"{kind}: INT8 dot products are one instruction here, so INT8 convolutions run at about a third of "
                 "their float time (README, INT8 speed)")  # fmt: skip
@@ -58,7 +59,7 @@ def cpu_int8_features() -> dict:
     from targets.latency import cpu_name
 
     flags = cpu_flags()
-    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")) if flags else None
+    vnni = any(f in flags for f in VNNI_FLAGS) if flags else None
     return {"cpu": cpu_name(), "flags": flags, "vnni": vnni, "note": int8_cpu_note(flags)}
 
 
