@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from targets.latency import machine_loaded  # noqa: E402
 from targets.report import markdown_table  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "rtmdet_edge"
@@ -57,7 +58,8 @@ def run_one(kind: str, args: argparse.Namespace, tmp: Path) -> tuple[dict[str, A
 
 def section(kind: str, report: dict[str, Any], command: str) -> str:
     meta = report["meta"]
-    load = ", ".join(f"{v:.1f}" for v in meta.get("load_average_at_end") or [])
+    loads = meta.get("load_average_at_end") or []
+    load = ", ".join(f"{v:.1f}" for v in loads)
     metric = {
         "ins": "box and mask (segm) COCO mAP",
         "rot": "DOTA mAP (rotated IoU; .5:.95 and AP50 are area AP, VOC07 the 11-point AP50 of the paper)",
@@ -70,7 +72,9 @@ def section(kind: str, report: dict[str, Any], command: str) -> str:
         "row of the same target. Parity against PyTorch FP32 on 4 images with the deploy post-processing"
         + (" (the last number: mean mask IoU)" if kind == "ins" else " (rotated boxes matched by rotated IoU)")
         + f". {meta['threads']} threads, {meta['warmup']} warm-up + {meta['runs']} timed runs, CPU {meta['cpu']}, "
-        f"load average at the end {load or 'n/a'} (a shared machine: absolute latencies are inflated).\n\n"
+        f"load average at the end {load or 'n/a'}"
+        + (" (a shared, loaded machine: absolute latencies are inflated)" if loads and machine_loaded(loads[0], meta["threads"]) else "")
+        + ".\n\n"
         + markdown_table(report["rows"], kind)
         + f"\n\nCommand: `{command}` (via `python benchmarks/benchmark_kinds.py`).\n"
     )

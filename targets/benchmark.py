@@ -98,9 +98,27 @@ class ModelFiles:
     xml_batch: Path | None = None
     int8_onnx: Path | None = None
     int8_by_target: dict[str, Path] = field(default_factory=dict)
+    int8_batch_by_target: dict[str, Path] = field(default_factory=dict)  # the int8 models at batch B (throughput)
+    int8_batch_errors: dict[str, str] = field(default_factory=dict)  # why a target has none
 
-    def int8_for(self, target: str) -> Path | None:
+    def int8_for(self, target: str, batch: int = 1) -> Path | None:
+        if batch > 1:
+            return self.int8_batch_by_target.get(target)
         return self.int8_by_target.get(target) or self.int8_onnx
+
+    def to_json(self) -> dict[str, Any]:
+        """The paths as strings (the memory probe gets them on its command line); from_json reads them back."""
+        return {k: _map_paths(v, str) for k, v in asdict(self).items() if k != "int8_batch_errors"}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelFiles:
+        return cls(**{k: _map_paths(v, Path) for k, v in data.items()})
+
+
+def _map_paths(value: Any, to: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: to(v) for k, v in value.items()}
+    return None if value is None else to(value)
 
 
 def unavailable_reason(target: str, precision: str, files: ModelFiles | None = None) -> str | None:
@@ -130,9 +148,9 @@ def open_backend(
     model: the in-memory PyTorch model for the torch rows (loaded from files.checkpoint when None).
     """
     if precision == "int8":
-        source = files.int8_for(target)
+        source = files.int8_for(target, batch)
         if source is None:
-            raise UserError(INT8_REASON)
+            raise UserError(INT8_REASON if batch == 1 else f"no int8 model at batch {batch}")
     elif target == "torch":
         source = model if model is not None else files.checkpoint
     else:
@@ -243,8 +261,8 @@ def measure_row(
 
     if len(inputs.throughput) > 1:
         images = inputs.throughput
-        if precision == "int8":  # the user's int8 ONNX keeps its own batch size
-            row["notes"].append("throughput at batch 1: the int8 ONNX is used as given")
+        if precision == "int8" and files.int8_for(target, len(images)) is None:
+            row["notes"].append(f"throughput at batch 1: {files.int8_batch_errors.get(target, 'no re-batched model')}")
             batch_backend, images = backend, images[:1]
         elif target == "torch":
             batch_backend = backend
@@ -259,7 +277,7 @@ def measure_row(
     del backend, detector
     if settings.memory:
         spec = {"target": target, "precision": precision, "threads": threads, "imgsz": settings.imgsz}
-        spec["files"] = {k: (str(v) if v is not None else None) for k, v in asdict(files).items()}
+        spec["files"] = files.to_json()
         row["memory"] = measure_memory(spec)
 
 
@@ -361,7 +379,32 @@ def prepare_files(model: nn.Module, out_dir: Path, settings: BenchmarkSettings) 
         files.int8_onnx = Path(settings.int8_onnx)
         if not files.int8_onnx.is_file():
             raise UserError(f"--int8-onnx not found: {files.int8_onnx}")
+    if b > 1 and "int8" in settings.precisions:
+        rebatch_int8(files, [t for t in settings.targets if t != "torch"], b, models)
     return files
+
+
+def rebatch_int8(files: ModelFiles, targets: Sequence[str], batch: int, models: Path) -> None:
+    """The int8 models at the throughput batch, like the fp32 rows' batch-B export: quantize writes batch 1, and the
+    Q/DQ graph (or INT8 IR) only needs its input and output shapes changed. A model that cannot be re-batched keeps
+    its throughput at batch 1, with the reason in files.int8_batch_errors (the row's notes)."""
+    from targets.export import rebatch_onnx
+
+    for target in targets:
+        source = files.int8_for(target)
+        if source is None or backend_available(target, "int8") is not None:
+            continue
+        try:
+            if target == "openvino":
+                from targets.openvino import rebatch_openvino
+
+                dst = models / f"int8_{target}_b{batch}.xml"
+                files.int8_batch_by_target[target] = rebatch_openvino(source, dst, batch)
+            else:
+                dst = models / f"int8_{target}_b{batch}.onnx"
+                files.int8_batch_by_target[target] = rebatch_onnx(source, dst, batch)
+        except (UserError, RuntimeError, ValueError, OSError) as e:
+            files.int8_batch_errors[target] = f"the int8 model could not be re-batched ({str(e).splitlines()[0]})"
 
 
 def run_benchmark(

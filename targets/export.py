@@ -360,6 +360,27 @@ def nms_outputs_to_detections(outputs: Mapping[str, np.ndarray], metas: Sequence
 _FLOAT32_ONLY_INPUTS = {"Resize": (1, 2), "NonMaxSuppression": (0, 1, 3, 4), "Upsample": (1,)}
 
 
+def rebatch_onnx(src: str | os.PathLike, dst: str | os.PathLike, batch: int) -> Path:
+    """A copy of a static-batch ONNX file with batch `batch` on its image input and its outputs (e.g. a batch-1 Q/DQ
+    model from `quantize`, timed at the throughput batch). The intermediate shapes are dropped for the runtime to infer
+    again; a graph that bakes its batch into a constant (a Reshape to [1, ...]) fails shape inference here, so the
+    caller learns it before timing anything."""
+    model = onnx.load(str(src))
+    initializers = {t.name for t in model.graph.initializer}
+    for value in [*(i for i in model.graph.input if i.name not in initializers), *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if not dims:
+            raise UserError(f"{Path(src).name}: {value.name} has no shape to re-batch")
+        dims[0].Clear()
+        dims[0].dim_value = batch
+    del model.graph.value_info[:]
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except onnx.shape_inference.InferenceError as e:
+        raise UserError(f"{Path(src).name} cannot run at batch {batch}: {str(e).splitlines()[0]}") from None
+    return atomic_write_with(dst, lambda tmp: onnx.save(model, str(tmp)))
+
+
 def has_qdq(onnx_model: onnx.ModelProto) -> bool:
     """True when the graph carries explicit QuantizeLinear/DequantizeLinear nodes (an explicitly quantized model)."""
     return any(n.op_type in QDQ_OPS for n in onnx_model.graph.node)

@@ -81,7 +81,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     if spec["target"] in RUNTIME_MODULES:  # the runtime's own libraries belong to the baseline, not to the model
         importlib.import_module(RUNTIME_MODULES[spec["target"]])
-    files = ModelFiles(**{k: (Path(v) if v else None) for k, v in spec["files"].items()})
+    files = ModelFiles.from_json(spec["files"])
     x = np.zeros((1, 3, spec["imgsz"], spec["imgsz"]), np.float32)
     baseline = psutil.Process().memory_info().rss / 2**20
     # importing libraries can briefly use more memory than the model ever does: without the reset that transient

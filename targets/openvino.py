@@ -59,14 +59,35 @@ def convert_to_openvino(
     model = ov.convert_model(str(onnx_path))
     _copy_onnx_metadata(onnx_path, model)
     model.set_rt_info("f16-weights" if compress_to_fp16 else "fp32", ["rtmdet_edge", "weights"])
-    # Written into a temporary folder beside the target, then moved: .bin first, .xml last, so an .xml that exists
-    # always has its whole .bin (a kill mid-save leaves the previous pair or nothing, never half a file).
+    return _save_ir(model, xml_path, compress_to_fp16)
+
+
+def _save_ir(model, xml_path: Path, compress_to_fp16: bool = False) -> Path:
+    """Write an IR pair. Into a temporary folder beside the target, then moved: .bin first, .xml last, so an .xml that
+    exists always has its whole .bin (a kill mid-save leaves the previous pair or nothing, never half a file)."""
+    ov = _import_ov()
     with tempfile.TemporaryDirectory(prefix=f".{xml_path.stem}.", dir=xml_path.parent) as tmp:
         staged = Path(tmp) / xml_path.name
         ov.save_model(model, str(staged), compress_to_fp16=compress_to_fp16)
         os.replace(staged.with_suffix(".bin"), xml_path.with_suffix(".bin"))
         os.replace(staged, xml_path)
     return xml_path
+
+
+def rebatch_openvino(src: str | os.PathLike, dst: str | os.PathLike, batch: int) -> Path:
+    """A copy of an IR (or an ONNX file, read by OpenVINO) reshaped to batch `batch` on its image input, as an IR:
+    e.g. the batch-1 INT8 IR of `quantize`, timed at the throughput batch. Weights are copied as stored (an INT8 IR
+    keeps its INT8 weights; nothing is compressed)."""
+    ov = _import_ov()
+    model = ov.Core().read_model(str(src))
+    shape = list(model.inputs[0].get_partial_shape())
+    try:
+        model.reshape({model.inputs[0]: [batch, *shape[1:]]})
+    except RuntimeError as e:
+        raise UserError(f"{Path(src).name} cannot run at batch {batch}: {str(e).splitlines()[0]}") from None
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return _save_ir(model, dst)
 
 
 def _copy_onnx_metadata(onnx_path: str | os.PathLike, model) -> None:

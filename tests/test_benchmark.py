@@ -170,15 +170,38 @@ def test_int8_rows_from_the_default_recipes(tmp_path, one_thread) -> None:
 
     out = tmp_path / "bench"
     rc = main(["benchmark", "--model", "rtmdet-tiny", "--targets", "onnxruntime,openvino", "--precision", "fp32,int8",
-               "--data", "synthetic:8", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--batch", "1", "--no-memory",
+               "--data", "synthetic:8", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--batch", "2", "--no-memory",
                "--calib-size", "8", "--threads", "1", "--out", str(out)])  # fmt: skip
     assert rc == 0
     rows = {(r["target"], r["precision"]): r for r in json.loads((out / "report.json").read_text())["rows"]}
+    models = out / "models"
     for target in ("onnxruntime", "openvino"):
         int8 = rows[(target, "int8")]
         assert int8["available"], int8
         assert int8["model_size_mb"] < rows[(target, "fp32")]["model_size_mb"] / 2  # int8 weights
-    assert (out / "models" / "int8_openvino").is_dir() and (out / "models" / "int8_onnxruntime").is_dir()
+        # INT8 rows carry every column: throughput at the same batch as fp32, from the re-batched int8 model
+        assert int8["throughput"]["batch"] == rows[(target, "fp32")]["throughput"]["batch"] == 2, int8["notes"]
+        assert int8["throughput"]["images_per_s"] > 0 and not int8["notes"]
+    assert (models / "int8_openvino").is_dir() and (models / "int8_onnxruntime").is_dir()
+    assert (models / "int8_openvino_b2.xml").is_file() and (models / "int8_onnxruntime_b2.onnx").is_file()
+
+    # the memory probe (a fresh process) opens the int8 rows' files too
+    files = prepare_files_for_probe(models)
+    for target in ("onnxruntime", "openvino"):
+        spec = {"target": target, "precision": "int8", "files": files, "threads": 1, "imgsz": 64}
+        mem = measure_memory(spec)
+        assert "error" not in mem and mem["model_rss_mb"] >= 0, mem
+
+
+def prepare_files_for_probe(models: Path) -> dict:
+    """The ModelFiles of a finished benchmark run as the memory probe receives them (ModelFiles.to_json)."""
+    files = ModelFiles(checkpoint=models / "model.pt", onnx=models / "model.onnx", xml=models / "model.xml")
+    files.int8_by_target = {
+        "onnxruntime": next((models / "int8_onnxruntime").glob("*int8*.onnx")),
+        "openvino": next((models / "int8_openvino").glob("*int8*.xml")),
+    }
+    assert ModelFiles.from_json(files.to_json()) == files
+    return files.to_json()
 
 
 @pytest.mark.slow

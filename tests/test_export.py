@@ -16,7 +16,14 @@ from rtmdet_edge.inference.postprocess import DEPLOY, postprocess
 from rtmdet_edge.inference.preprocess import normalize_numpy, preprocess
 from rtmdet_edge.models.outputs import flatten_outputs
 from targets import INPUT_NAME
-from targets.export import NMS_OUTPUT_NAMES, NMSConfig, export_onnx, nms_outputs_to_detections, read_metadata
+from targets.export import (
+    NMS_OUTPUT_NAMES,
+    NMSConfig,
+    export_onnx,
+    nms_outputs_to_detections,
+    read_metadata,
+    rebatch_onnx,
+)
 from targets.onnxruntime import OrtBackend
 from targets.parity import compare
 
@@ -54,6 +61,34 @@ def test_raw_export_is_checked_named_and_static(raw_onnx, model):
     meta = read_metadata(m)
     assert meta["outputs"] == "raw" and json.loads(meta["imgsz"]) == [IMGSZ, IMGSZ]
     assert not getattr(model, "fused", False), "export must not fuse the caller's model"
+
+
+def test_rebatch_onnx_runs_at_the_new_batch_and_refuses_a_baked_batch(raw_onnx, tmp_path):
+    """The benchmark times int8 models at its throughput batch by re-batching their batch-1 file: every image of the
+    batch must come out as it does alone, and a graph with its batch baked into a constant must say so."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    batched = OrtBackend(rebatch_onnx(raw_onnx, tmp_path / "b3.onnx", 3), num_threads=1)
+    single = OrtBackend(raw_onnx, num_threads=1)
+    x = np.random.default_rng(0).standard_normal((3, 3, IMGSZ, IMGSZ)).astype(np.float32)
+    out = batched(x)
+    assert batched.input_shape[0] == 3 and out[single.output_names[0]].shape[0] == 3
+    for i in range(3):
+        alone = single(x[i : i + 1])
+        for name, value in alone.items():
+            np.testing.assert_allclose(out[name][i : i + 1], value, rtol=1e-4, atol=1e-4)
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "baked",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])],
+        [numpy_helper.from_array(np.array([1, 48], np.int64), "shape")],
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "baked.onnx"))
+    with pytest.raises(UserError, match="cannot run at batch 2"):
+        rebatch_onnx(tmp_path / "baked.onnx", tmp_path / "baked_b2.onnx", 2)
 
 
 def test_raw_export_matches_torch_on_real_images(raw_onnx, model, images):
