@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             if not given:
                 command = command.replace(str(weights), f"<random {MODELS[size]}, {args.num_classes} classes>")
                 command = command.replace(str(tmp_dir / "models" / size), "<tmp>")
+            command = command.replace(str(ROOT) + os.sep, "")  # paths in this checkout, as a user would type them
             sections.append(section(report, MODELS[size], given, command))
     out = Path(args.out) / "targets.md"
     out.write_text("\n".join(sections))
