@@ -36,6 +36,7 @@ from rtmdet_edge.training.ema import ModelEMA  # noqa: E402
 from rtmdet_edge.training.engine import train_one_epoch  # noqa: E402
 from rtmdet_edge.training.loss import build_criterion  # noqa: E402
 from rtmdet_edge.training.optim import LRSchedule, build_optimizer  # noqa: E402
+from targets.latency import load_note  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "rtmdet_edge" / "ins_learning_curve"
@@ -109,7 +110,8 @@ def write(args: argparse.Namespace, rows: list[dict], num_classes: int) -> None:
         f"at most 4 objects, solid colours, no clutter; {args.imgsz}px, no augmentation, batch 8, lr 0.004), EMA weights, "
         f"official Ins test settings. 'heldout' = {args.heldout} images of the val split, never trained on "
         "(generalisation); 'train' = 32 training images (memorisation). COCO AP (box and segm), CPU, "
-        f"{args.threads} threads, on a machine shared with other jobs. Command: `{cmd}`.",
+        f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at the end"
+        f"{load_note(os.getloadavg()[0], args.threads)}. Command: `{cmd}`.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---:|" * len(cols),

@@ -43,6 +43,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from rtmdet_edge.data.spec import build_dataset
     from rtmdet_edge.training.rotated_train import RotatedTrainConfig, train_rotated
+    from targets.latency import load_note
 
     val_images = args.val_images
     train_set = build_dataset(f"easy:{args.train_images}", split="train", imgsz=args.imgsz)
@@ -66,7 +67,8 @@ def main() -> int:
         f"solid colours, no clutter; {args.train_images} train / {val_images} val images, {args.imgsz} px, batch 8, "
         "lr 0.004, rotated flip/rotate pipeline, EMA); DOTA mAP of the EMA model on the "
         + ("training images themselves (overfit check) " if args.overfit else "held-out val images, never trained on ")
-        + f"(official rotated test settings). CPU, {args.threads} threads, machine shared with other jobs. "
+        + f"(official rotated test settings). CPU, {args.threads} threads, load average {os.getloadavg()[0]:.1f} at the "
+        + f"end{load_note(os.getloadavg()[0], args.threads)}. "
         + f"Command: `python benchmarks/rotated_learning_curve.py {' '.join(sys.argv[1:])}`.",
         "",
         "| epoch | loss | mAP50 (VOC07) | mAP50 | mAP .5:.95 |",
