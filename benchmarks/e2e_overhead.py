@@ -11,10 +11,11 @@ by side, call by call with the model-only call (`paired_times`):
   in which each runtime's idle threads spun on the cores the other needed.
 
 The ratio e2e / model-only is what matters: each Detector call is paired with the model-only call next to it, so load
-from other users of a shared machine hits both alike (the report records the load average). Pass --int8-onnx for the INT8 rows (a Q/DQ ONNX from
-`rtmdet-edge quantize`).
+from other users of a shared machine hits both alike (the report records the load average). INT8 rows: --quantize makes
+their models here (the recipes of the README table), or pass --int8-onnx (a Q/DQ ONNX from `rtmdet-edge quantize`) and
+--int8-ir.
 
-    python benchmarks/e2e_overhead.py      # writes benchmarks/results/e2e_overhead.{json,md} (--name: another stem)
+    python benchmarks/e2e_overhead.py --quantize   # writes benchmarks/results/e2e_overhead.{json,md} (--name: another stem)
 """
 
 from __future__ import annotations
@@ -93,6 +94,24 @@ def paired_times(
     return times
 
 
+QUANT_CALIB = 32
+
+
+def quantize_here(model: torch.nn.Module, imgsz: int, work: Path) -> tuple[str, str, str]:
+    """--quantize: (Q/DQ ONNX for ONNX Runtime, INT8 IR for OpenVINO, how they were made) from quant.ptq with the
+    settings `rtmdet-edge quantize --data synthetic:64 --calib-size 32` uses for each recipe."""
+    from quant import QuantSettings, load_calibration, ptq
+
+    calib = load_calibration("synthetic:64", None, QUANT_CALIB, imgsz)
+    ort_q = ptq(model, calib, recipe="onnxruntime", out_dir=work / "q_ort", imgsz=imgsz, check_kernels=False)
+    ov_q = ptq(model, calib, recipe="nncf", settings=QuantSettings(preset="performance"), out_dir=work / "q_nncf",
+               imgsz=imgsz, check_kernels=False)  # fmt: skip
+    note = (f"made by --quantize: quant.ptq on this model with {QUANT_CALIB} synthetic calibration images, the "
+            "onnxruntime recipe (its defaults: per-channel minmax, U8S8, slow INT8 convs float) for ONNX Runtime and "
+            "the nncf recipe with the performance preset for OpenVINO")  # fmt: skip
+    return str(ort_q.qdq_onnx), str(ov_q.openvino_xml), note
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="rtmdet-tiny", help="preset (default: %(default)s)")
@@ -107,16 +126,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8-ir", help="an OpenVINO INT8 IR (.xml, nncf recipe) for the openvino INT8 row "
                         "(default: the --int8-onnx Q/DQ ONNX)")
     parser.add_argument("--int8-note", help="how the INT8 models were made (printed under the table)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="make the INT8 rows' models here from the benchmarked model, as `rtmdet-edge quantize` "
+                        f"would: the onnxruntime recipe for ONNX Runtime, nncf --preset performance for OpenVINO "
+                        f"({QUANT_CALIB} synthetic calibration images); instead of --int8-onnx / --int8-ir")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"), help="output folder (default: %(default)s)")
     parser.add_argument("--name", default="e2e_overhead",
                         help="file stem of the results: <out>/<name>.json and .md (default: %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.quantize and (args.int8_onnx or args.int8_ir):
+        parser.error("--quantize makes the INT8 models: leave out --int8-onnx / --int8-ir")
     torch.set_num_threads(args.threads)
     model, weights = load_benchmark_model(args.model)
     image, image_source = load_image()
     with tempfile.TemporaryDirectory(prefix="e2e_overhead_") as tmp:
         from targets.openvino import convert_to_openvino
 
+        if args.quantize:
+            args.int8_onnx, args.int8_ir, args.int8_note = quantize_here(model, args.imgsz, Path(tmp))
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx", args.imgsz)
         xml_path = convert_to_openvino(onnx_path, Path(tmp) / "model.xml")
         rows = backends(onnx_path, xml_path, args.int8_onnx, args.threads, args.int8_ir)
