@@ -29,6 +29,8 @@ def main() -> int:
     parser.add_argument("--val-images", type=int, default=96)
     parser.add_argument("--imgsz", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=0.004, help="AdamW learning rate at batch 8 (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="model init, data order and augmentation (default: 0)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--runs", type=Path, default=Path.home() / ".cache" / "rtmdet_edge" / "rotated_learning_curve")
     parser.add_argument("--overfit", action="store_true",
@@ -55,8 +57,9 @@ def main() -> int:
         val_images = args.train_images
         val_set = build_dataset(f"easy:{val_images}", split="train", imgsz=args.imgsz)  # the same images, no augmentation
     cfg = RotatedTrainConfig(
-        num_classes=classes, epochs=args.epochs, batch=8, imgsz=args.imgsz, lr=0.004, warmup_iters=1000,
-        cosine_begin_epoch=args.epochs // 2, rect_obj_labels=(), eval_epochs=tuple(range(args.eval_every, args.epochs + 1, args.eval_every)),
+        num_classes=classes, epochs=args.epochs, batch=8, imgsz=args.imgsz, lr=args.lr, warmup_iters=1000,
+        cosine_begin_epoch=args.epochs // 2, rect_obj_labels=(), seed=args.seed,
+        eval_epochs=tuple(range(args.eval_every, args.epochs + 1, args.eval_every)),
     )
     rows = train_rotated(cfg, train_set, val_set, args.runs, train_set.class_names)
 
@@ -65,7 +68,7 @@ def main() -> int:
     lines = [
         f"rtmdet-r-tiny from scratch on the easy synthetic task (`easy`: {classes} classes, at most 4 objects per image, "
         f"solid colours, no clutter; {args.train_images} train / {val_images} val images, {args.imgsz} px, batch 8, "
-        "lr 0.004, rotated flip/rotate pipeline, EMA); DOTA mAP of the EMA model on the "
+        f"lr {args.lr}, seed {args.seed}, rotated flip/rotate pipeline, EMA); DOTA mAP of the EMA model on the "
         + ("training images themselves (overfit check) " if args.overfit else "held-out val images, never trained on ")
         + f"(official rotated test settings). CPU, {args.threads} threads, load average {os.getloadavg()[0]:.1f} at the "
         + f"end{load_note(os.getloadavg()[0], args.threads)}. "
