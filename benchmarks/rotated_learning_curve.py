@@ -5,8 +5,11 @@
 Setting (chosen to fit a 2-core CPU shared with other jobs in about 20 minutes, not the DOTA recipe): the `easy`
 synthetic style (--data easy:N: 3 shape classes, at most 4 objects per image, solid colours, no clutter, objects 24 px
 to half the image; data/synthetic.py EASY), 400 training images, 96 held-out images of the val split (never trained
-on), 128 px, 8 epochs of batch 8, AdamW lr 0.004 (from scratch, no pretrained backbone), the rotated pipeline (flip 0.75 h/v/d,
-rotate 0.5), EMA, DOTA mAP of the EMA model on the held-out images after every epoch. The EMA model is kept in
+on), 128 px, 8 epochs of batch 8, AdamW lr 0.002 (from scratch, no pretrained backbone), the rotated pipeline (flip
+0.75 h/v/d, rotate 0.5), EMA, DOTA mAP of the EMA model on the held-out images after every epoch. lr 0.004 (the
+setting before) is on the edge of stability here: with seed 0 it learned (mAP50 0.27) until a change that only
+reorders float sums (PyTorch's depth-wise conv gradient instead of ours), then stalled at a loss of 1.62 and mAP50
+0.002, while seed 1 reached 0.31; lr 0.002 learns with both seeds. The EMA model is kept in
 ~/.cache/rtmdet_edge/rotated_learning_curve/last.pth (benchmarks/benchmark_kinds.py benchmarks it).
 With --overfit: 16 training images evaluated on themselves (can the model fit rotated boxes at all?).
 """
@@ -29,7 +32,7 @@ def main() -> int:
     parser.add_argument("--val-images", type=int, default=96)
     parser.add_argument("--imgsz", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=0.004, help="AdamW learning rate at batch 8 (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.002, help="AdamW learning rate at batch 8 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="model init, data order and augmentation (default: 0)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--runs", type=Path, default=Path.home() / ".cache" / "rtmdet_edge" / "rotated_learning_curve")
