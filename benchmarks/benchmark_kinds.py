@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from targets.latency import machine_loaded  # noqa: E402
+from targets.latency import load_note  # noqa: E402
 from targets.report import markdown_table  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "rtmdet_edge"
@@ -72,9 +72,7 @@ def section(kind: str, report: dict[str, Any], command: str) -> str:
         "row of the same target. Parity against PyTorch FP32 on 4 images with the deploy post-processing"
         + (" (the last number: mean mask IoU)" if kind == "ins" else " (rotated boxes matched by rotated IoU)")
         + f". {meta['threads']} threads, {meta['warmup']} warm-up + {meta['runs']} timed runs, CPU {meta['cpu']}, "
-        f"load average at the end {load or 'n/a'}"
-        + (" (a shared, loaded machine: absolute latencies are inflated)" if loads and machine_loaded(loads[0], meta["threads"]) else "")
-        + ".\n\n"
+        f"load average at the end {load or 'n/a'}{load_note(loads[0], meta['threads']) if loads else ''}.\n\n"
         + markdown_table(report["rows"], kind)
         + f"\n\nCommand: `{command}` (via `python benchmarks/benchmark_kinds.py`).\n"
     )

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rtmdet_edge import build_model, save_checkpoint  # noqa: E402
-from targets.latency import machine_loaded  # noqa: E402
+from targets.latency import load_note  # noqa: E402
 from targets.report import markdown_table  # noqa: E402
 
 MODELS = {"tiny": "rtmdet-tiny", "s": "rtmdet-s"}
@@ -92,16 +92,13 @@ def section(report: dict[str, Any], name: str, weights: str | None, command: str
     meta = report["meta"]
     loads = meta.get("load_average_at_end") or []
     load = ", ".join(f"{v:.1f}" for v in loads)
-    loaded = bool(loads) and machine_loaded(loads[0], meta["threads"])
     return (
         f"### {name} at {meta['imgsz']}\n\n"
         f"Weights: {weights or 'random (calibrated BN statistics): mAP near zero, compare it across rows only'}. "
         f"Data: {meta['data']} val, first {meta['num_images']} images. {meta['threads']} threads "
         f"(OMP_WAIT_POLICY {meta.get('omp_wait_policy')}), {meta['warmup']} warm-up + {meta['runs']} timed runs, CPU "
-        f"{meta['cpu']}, load average at the end {load or 'n/a'}"
-        + (" (a shared, loaded machine: absolute latencies are inflated; ratios within one row are measured in the "
-           "same interleaved rounds)" if loaded else "")
-        + ". End-to-end latency uses the deploy post-processing; mAP the official one.\n\n"
+        f"{meta['cpu']}, load average at the end {load or 'n/a'}{load_note(loads[0], meta['threads']) if loads else ''}"
+        ". End-to-end latency uses the deploy post-processing; mAP the official one.\n\n"
         + markdown_table(report["rows"])
         + f"\n\nCommand: `{command}` (via `python benchmarks/benchmark_targets.py`).\n"
     )
