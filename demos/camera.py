@@ -21,7 +21,9 @@ from demos.common import add_common_arguments, main_guard, run_demo  # noqa: E40
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--camera", default="0", help="camera index or device path, e.g. 0 or /dev/video2 (default: 0)")
+    p.add_argument("--camera", "--source", dest="camera", default="0",
+                   help="camera index or device path, e.g. 0 or /dev/video2 (default: 0); --source is the same option, "
+                        "named as in `rtmdet-edge predict`")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="record the annotated stream to this .mp4 (default: none)")
     add_common_arguments(p)
     args = p.parse_args(argv)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rtmdet_edge.errors import UserError
 from rtmdet_edge.inference.detector import BACKENDS, Detector
+from rtmdet_edge.inference.predict import backend_for_weights
 from rtmdet_edge.inference.stream import StreamStats, has_display, run_stream
 
 
@@ -43,15 +44,11 @@ def _class_names(spec: str | None) -> list[str] | None:
     return names
 
 
-_BACKEND_BY_SUFFIX = {".pth": "torch", ".pt": "torch", ".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
-                      ".plan": "tensorrt"}  # fmt: skip
-
-
 def build_detector(args: argparse.Namespace) -> Detector:
     weights = Path(args.weights)
     if not weights.is_file():
         raise UserError(f"--weights {weights}: no such file")
-    backend = args.backend or _BACKEND_BY_SUFFIX.get(weights.suffix.lower())
+    backend = args.backend or backend_for_weights(weights)
     if backend is None:
         raise UserError(f"--weights {weights}: cannot tell the runtime from the suffix; pass --backend")
     options = {}

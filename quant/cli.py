@@ -16,17 +16,46 @@ import argparse
 import logging
 from pathlib import Path
 
-from quant.settings import CALIBRATORS, GRANULARITIES, RECIPES, QuantSettings, check_recipe_settings
-from rtmdet_edge.errors import UserError
+from quant.settings import (
+    CALIBRATORS,
+    GRANULARITIES,
+    RECIPES,
+    QuantSettings,
+    check_explicit_options,
+    check_recipe_settings,
+)
+from rtmdet_edge.errors import UserError, check_imgsz
 
 log = logging.getLogger(__name__)
+
+
+# Defaults of the options whose effect depends on --method and --recipe. argparse leaves them None, so that `run` can
+# tell an option the user typed (refused where it would do nothing) from one left at its default (filled in here).
+DEFAULTS = {
+    "calibrator": "minmax",
+    "granularity": "per-channel",
+    "activation_type": "u8",
+    "preset": "mixed",
+    "bias_correction": "fast",
+    "epochs": 3,
+    "lr": 1e-5,
+    "batch": 8,
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint (.pth: ours or official) or an FP32 raw-output .onnx")
     p.add_argument("--model", default=None, help="preset name, for a checkpoint that does not record its config")
     p.add_argument("--method", default="ptq", choices=("ptq", "qat"), help="post-training quantization or QAT")
-    p.add_argument("--recipe", default="onnxruntime", choices=RECIPES, help="quantization toolchain / target rules")
+    p.add_argument(
+        "--recipe",
+        default="onnxruntime",
+        choices=RECIPES,
+        help="quantization toolchain / target rules (default: onnxruntime). With --method qat the recipe picks the "
+        "scheme of NNCF's fake quantizers: onnxruntime = asymmetric U8 activations + symmetric S8 weights (NNCF "
+        "preset mixed), nncf = --preset; tensorrt is refused (NNCF's PyTorch QAT cannot meet "
+        "TensorRT's rules: use --method ptq --recipe tensorrt)",
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -34,39 +63,71 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--images", default=None, help="images folder of a COCO json, or alone: a folder of plain images")
     p.add_argument("--calib-size", type=int, default=128, help="calibration images (NNCF advises 300)")
-    p.add_argument("--calibrator", default="minmax", choices=CALIBRATORS, help="activation range estimation")
-    p.add_argument("--granularity", default="per-channel", choices=GRANULARITIES, help="weight scales")
-    p.add_argument("--ignore", nargs="*", default=[], metavar="PATTERN", help="regexes of ONNX node names kept float")
+    p.add_argument(
+        "--calibrator",
+        default=None,
+        choices=CALIBRATORS,
+        help="PTQ only: activation range estimation (default: minmax)",
+    )
+    p.add_argument("--granularity", default=None, choices=GRANULARITIES, help="weight scales (default: per-channel)")
+    p.add_argument(
+        "--ignore",
+        nargs="*",
+        default=None,
+        metavar="PATTERN",
+        help="regexes of ONNX node names kept float (PTQ only)",
+    )
     p.add_argument(
         "--activation-type",
-        default="u8",
+        default=None,
         choices=("u8", "s8"),
-        help="onnxruntime recipe activations (u8 runs fast on x86)",
+        help="onnxruntime recipe, PTQ only: activations (default: u8, which runs fast on x86)",
     )
     p.add_argument(
         "--preset",
-        default="mixed",
+        default=None,
         choices=("mixed", "performance"),
-        help="NNCF preset: mixed (asymmetric activations, the smaller accuracy loss after SiLU) or performance (all "
-        "symmetric, the faster OpenVINO INT8 model; README 'INT8 speed' and 'INT8 accuracy' measure both)",
+        help="nncf recipe only: NNCF preset (default: mixed): mixed (asymmetric activations, the smaller accuracy "
+        "loss after SiLU) or performance (all symmetric, the faster OpenVINO INT8 model; README 'INT8 speed' and "
+        "'INT8 accuracy' measure both)",
     )
     p.add_argument(
         "--int8-everywhere",
         action="store_true",
-        help="onnxruntime recipe: quantize every conv, also those ONNX Runtime's x86 INT8 kernels run slower than "
-        "float (depth-wise convs, k x k convs with < 16 output channels), which it keeps float by default",
+        help="onnxruntime recipe, PTQ only: quantize every conv, also those ONNX Runtime's x86 INT8 kernels run slower "
+        "than float (depth-wise convs, k x k convs with < 16 output channels), which it keeps float by default",
     )
-    p.add_argument("--bias-correction", default="fast", choices=("fast", "full", "none"), help="NNCF bias correction")
+    p.add_argument(
+        "--bias-correction",
+        default=None,
+        choices=("fast", "full", "none"),
+        help="nncf recipe only: NNCF bias correction (default: fast)",
+    )
     p.add_argument("--imgsz", type=int, default=640, help="square input size, a multiple of 32")
     p.add_argument("--parity-images", type=int, default=4, help="real images for the INT8 vs FP32 check (0: skip)")
-    p.add_argument("--epochs", type=int, default=3, help="QAT: fine-tuning epochs")
-    p.add_argument("--lr", type=float, default=1e-5, help="QAT: learning rate (Krishnamoorthi 2018 fine-tunes at 1e-5)")
-    p.add_argument("--batch", type=int, default=8, help="QAT: batch size")
-    p.add_argument("--resume", action="store_true", help="QAT: continue from <out>/qat_last.pth")
+    p.add_argument("--epochs", type=int, default=None, help="QAT only: fine-tuning epochs (default: 3)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="QAT only: learning rate (default: 1e-5; Krishnamoorthi 2018)"
+    )
+    p.add_argument("--batch", type=int, default=None, help="QAT only: batch size (default: 8)")
+    p.add_argument("--resume", action="store_true", help="QAT only: continue from <out>/qat_last.pth")
     p.add_argument("--max-drop", type=float, default=None, metavar="D",
-                   help="mixed precision: keep the fewest, most sensitive convs in float until the mAP drop on the "
-                        "val split of --data is at most D points (default: off)")  # fmt: skip
+                   help="PTQ only, mixed precision: keep the fewest, most sensitive convs in float until the mAP drop "
+                        "on the val split of --data is at most D points (default: off)")  # fmt: skip
     p.add_argument("--out", default="runs/quantize", help="output folder")
+
+
+def explicit_options(args: argparse.Namespace) -> set[str]:
+    """The method/recipe-dependent options the user typed, as flags ("--preset"); then fills in the defaults."""
+    explicit = {f"--{k.replace('_', '-')}" for k in DEFAULTS if getattr(args, k) is not None}
+    switches = {"--int8-everywhere": args.int8_everywhere, "--resume": args.resume, "--ignore": args.ignore,
+                "--max-drop": args.max_drop is not None}  # fmt: skip
+    explicit |= {flag for flag, on in switches.items() if on}
+    for k, v in DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.ignore = args.ignore or []
+    return explicit
 
 
 def _load_model(args: argparse.Namespace):
@@ -85,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     from quant.calibration import load_calibration
     from targets.parity import parity_images
 
+    explicit = explicit_options(args)
+    check_explicit_options(args.method, args.recipe, explicit)
     settings = QuantSettings(
         calibrator=args.calibrator,
         granularity=args.granularity,
@@ -95,22 +158,26 @@ def run(args: argparse.Namespace) -> int:
         float_slow_convs=not args.int8_everywhere,
     )
     check_recipe_settings(args.recipe, settings)
-    if args.imgsz % 32:
-        raise UserError(f"--imgsz must be a multiple of 32, got {args.imgsz}")
-    model = _load_model(args)
+    check_imgsz(args.imgsz)
     out = Path(args.out)
+    if args.method == "qat":
+        from quant.qat import resume_checkpoint
+
+        if Path(args.weights).suffix == ".onnx":
+            raise UserError("QAT fine-tunes a checkpoint; give a .pth, not an .onnx")
+        if args.resume:
+            resume_checkpoint(out)  # before any work: a missing checkpoint ends in a second, not after calibration
+    model = _load_model(args)
+    images = parity_images(args.parity_images) if args.parity_images > 0 else None
     if args.method == "qat":
         from quant.qat import run_qat
 
-        if isinstance(model, str):
-            raise UserError("QAT fine-tunes a checkpoint; give a .pth, not an .onnx")
-        result = run_qat(model, args, settings)
-        print(f"QAT: wrote {result}")
+        result = run_qat(model, args, settings, recipe=args.recipe, parity_images=images)
+        _print_result(result)
         return 0
     from quant.ptq import ptq
 
     calib = load_calibration(args.data, args.images, args.calib_size, args.imgsz)
-    images = parity_images(args.parity_images) if args.parity_images > 0 else None
     result = ptq(
         model,
         calib,
@@ -121,6 +188,14 @@ def run(args: argparse.Namespace) -> int:
         parity_images=images,
         meta={"weights": str(args.weights)},
     )
+    _print_result(result)
+    if args.max_drop is not None:
+        _mixed_precision(model, calib, settings, args, out)
+    return 0
+
+
+def _print_result(result) -> None:
+    """What PTQ and QAT print: the files, INT8 kernel counts, the CPU note and the parity with FP32."""
     print(f"wrote {result.qdq_onnx}" + (f" and {result.openvino_xml}" if result.openvino_xml else ""))
     for k in result.summary["kernels"]:
         print(f"{k['runtime']}: {k['int8_convs']} convs run as INT8 kernels, {k['float_convs']} in float")
@@ -131,9 +206,6 @@ def run(args: argparse.Namespace) -> int:
             f"parity {p['runtime']}: min SQNR {p['min_sqnr_db']} dB, detection agreement {p['detection_agreement']:.3f}"
         )
     print(f"summary: {result.summary_md}")
-    if args.max_drop is not None:
-        _mixed_precision(model, calib, settings, args, out)
-    return 0
 
 
 def _mixed_precision(model, calib, settings: QuantSettings, args: argparse.Namespace, out: Path) -> None:

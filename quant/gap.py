@@ -194,7 +194,7 @@ def _qat_model_file(model: nn.Module, settings: GapSettings, out: Path) -> Path:
         data=settings.data, images=settings.images, calib_size=settings.calib_size, imgsz=settings.imgsz,
         epochs=settings.qat_epochs, batch=8, lr=settings.qat_lr, out=str(out), resume=False,
     )  # fmt: skip
-    return Path(run_qat(model, args, QuantSettings()))
+    return run_qat(model, args, QuantSettings(), recipe="nncf", check_kernels=False).qdq_onnx
 
 
 def run_family(weights: str, settings: GapSettings, out: Path, progress) -> FamilyRun:

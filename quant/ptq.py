@@ -2,6 +2,7 @@
 
 export the fused FP32 ONNX -> the recipe writes a Q/DQ ONNX (+ an OpenVINO INT8 IR for nncf) -> onnx.checker ->
 graph inspection -> which convs the runtimes really run in INT8 -> parity with FP32 on real images -> summary.
+QAT (quant/qat.py) describes its exported Q/DQ ONNX with the same `describe_int8`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from quant.calibration import CalibrationSet
 from quant.graph import inspect_qdq, tensorrt_rule_violations
 from quant.kernels import cpu_int8_features, onnxruntime_kernels, openvino_kernels
 from quant.parity import compare_int8
-from quant.recipes import get_recipe
+from quant.recipes import RecipeOutput, get_recipe
 from quant.settings import MIN_CALIB_IMAGES, QuantSettings, check_recipe_settings
 from quant.summary import write_summary
 from rtmdet_edge.errors import UserError
@@ -31,6 +32,8 @@ DEFAULT_RECIPE = {"openvino": "nncf", "onnxruntime": "onnxruntime", "tensorrt": 
 
 @dataclass
 class PTQResult:
+    """What a quantization wrote and its summary; QAT (quant.qat.run_qat) returns the same (openvino_xml None)."""
+
     fp32_onnx: Path
     qdq_onnx: Path
     openvino_xml: Path | None
@@ -106,8 +109,45 @@ def ptq(
     if batch.shape[2:] != (h, w):
         raise UserError(f"calibration images are {batch.shape[2]}x{batch.shape[3]} but the model takes {h}x{w}")
     output = get_recipe(recipe).quantize(fp32, batch, settings, out_dir)
+    summary, json_path, md_path = describe_int8(
+        model,
+        fp32,
+        output,
+        method="ptq",
+        recipe=recipe,
+        settings=settings,
+        calib_info=calib_info,
+        out_dir=out_dir,
+        parity_images=parity_images,
+        check_kernels=check_kernels,
+        start=start,
+        meta=meta,
+    )
+    return PTQResult(fp32, output.qdq_onnx, output.openvino_xml, summary, json_path, md_path)
+
+
+def describe_int8(
+    model: nn.Module | str | os.PathLike,
+    fp32: Path,
+    output: RecipeOutput,
+    *,
+    method: str,
+    recipe: str,
+    settings: QuantSettings,
+    calib_info: dict,
+    out_dir: Path,
+    parity_images: list[np.ndarray] | None,
+    check_kernels: bool,
+    start: float,
+    meta: dict | None = None,
+) -> tuple[dict, Path, Path]:
+    """Check and describe a written INT8 model the same way for PTQ and QAT: onnx.checker, graph inspection, the
+    convs each runtime really runs as INT8 kernels, parity with `fp32` on real images; writes summary.json + .md.
+
+    Returns (summary, json path, markdown path); `start` is the perf_counter value the run's time is counted from."""
     qdq = onnx.load(str(output.qdq_onnx))
     onnx.checker.check_model(qdq, full_check=True)
+    h = onnx.load(str(fp32), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[2].dim_value
     graph = inspect_qdq(qdq)
     graph.float_nodes.update({k: v for k, v in output.float_reasons.items() if k in graph.float_nodes})
     kernels = []
@@ -125,7 +165,7 @@ def ptq(
             compare_int8(fp32, output.openvino_xml or output.qdq_onnx, parity_images, h, "openvino", strides).to_dict()
         )
     summary = {
-        "method": "ptq",
+        "method": method,
         "recipe": recipe,
         "model": getattr(getattr(model, "config", None), "name", Path(str(fp32)).stem),
         "imgsz": h,
@@ -146,7 +186,7 @@ def ptq(
     }
     summary["seconds"] = time.perf_counter() - start
     json_path, md_path = write_summary(summary, out_dir)
-    return PTQResult(fp32, output.qdq_onnx, output.openvino_xml, summary, json_path, md_path)
+    return summary, json_path, md_path
 
 
 def _explain_float_convs(kernel: dict, reasons: dict[str, str]) -> None:

@@ -9,6 +9,11 @@ OpenVINO/ONNX PTQ recipes used here (same presets, same quantizer placement rule
 QuantizeLinear/DequantizeLinear runs on ONNX Runtime and OpenVINO), while torch.ao's PT2E quantization is being moved
 out of PyTorch into torchao (not a dependency here) and its x86 quantizer targets Inductor, not ONNX export.
 
+`--recipe` picks the scheme of the fake quantizers (QAT_SCHEMES: onnxruntime = asymmetric U8 activations + symmetric
+S8 weights, nncf = its preset; tensorrt is refused, quant.settings.QAT_RECIPES says why); `run_qat` then checks and
+describes the export exactly as PTQ does (quant.ptq.describe_int8: summary.json + summary.md, INT8 kernels,
+parity with FP32).
+
 The fused form has no BatchNorm (folded into the convs), so the rule "freeze BN statistics after the first epoch"
 holds from the start; `freeze_batchnorm` still runs from epoch 1 on for models that keep BN layers.
 """
@@ -16,7 +21,6 @@ holds from the start; `freeze_batchnorm` still runs from epoch 1 on for models t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
@@ -25,39 +29,84 @@ import numpy as np
 import torch
 from torch import nn
 
-from quant.settings import QuantSettings
+from quant.ptq import PTQResult
+from quant.settings import QuantSettings, check_recipe_settings
 from rtmdet_edge.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-def _nncf_kwargs(settings: QuantSettings, num_images: int) -> dict:
+# What each recipe's rules become in NNCF's PyTorch QAT (README, "INT8: rtmdet-edge quantize"). The fake quantizers
+# follow the recipe's numeric scheme; their placement is NNCF's (Q/DQ on op inputs), which is TensorRT's placement
+# but not the onnxruntime recipe's QLinearConv placement, so ONNX Runtime runs a QAT model's convs as dequantize +
+# float conv (the summary's kernel counts show it).
+QAT_SCHEMES = {
+    "nncf": "NNCF preset from --preset (mixed: asymmetric activations, symmetric weights; performance: all symmetric)",
+    "onnxruntime": "asymmetric U8 activations per tensor, symmetric S8 weights (NNCF preset mixed), as the "
+    "onnxruntime recipe",
+}  # tensorrt: refused, see quant.settings.QAT_RECIPES
+# QAT's starting ranges: NNCF's own defaults (the fine-tuning then learns the ranges, so the PTQ calibrators do not
+# apply; --calibrator is refused with QAT). Kept as they were when the README's QAT rows were measured.
+QAT_RANGE_INIT = "NNCF's defaults: weights min/max, activations the mean over images of each image's min/max"
+
+
+def qat_settings(recipe: str, settings: QuantSettings) -> QuantSettings:
+    """The settings QAT really runs with for `recipe` (recorded in the summary instead of the requested ones)."""
+    from dataclasses import replace
+
+    if recipe not in QAT_SCHEMES:
+        raise UserError(f"--method qat cannot follow the {recipe} recipe; choose one of {', '.join(QAT_SCHEMES)}")
+    # every conv NNCF places a quantizer on is quantized: the onnxruntime recipe's float "slow" convs do not apply
+    settings = replace(settings, float_slow_convs=False)
+    if recipe == "onnxruntime":
+        return replace(settings, preset="mixed", activation_type="u8")
+    return settings
+
+
+def qat_parameters(settings: QuantSettings, num_images: int) -> dict:
+    """Keyword arguments of nncf.quantize for the PyTorch model, from `qat_settings`: the preset carries the
+    recipe's symmetry; ranges start from NNCF's defaults (QAT_RANGE_INIT)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
+    if settings.bias_correction == "full":
+        raise UserError("--method qat initialises with NNCF's PyTorch backend, which has no full bias correction; "
+                        "use --bias-correction fast or none")  # fmt: skip
     return dict(
         preset=nncf.QuantizationPreset.MIXED if settings.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
         subset_size=num_images,
         fast_bias_correction=True,
         advanced_parameters=AdvancedQuantizationParameters(
-            weights_quantization_params=QuantizationParameters(per_channel=settings.granularity == "per-channel")
+            weights_quantization_params=QuantizationParameters(per_channel=settings.granularity == "per-channel"),
+            disable_bias_correction=settings.bias_correction == "none",
         ),
     )
 
 
-def prepare(model: nn.Module, calib_batch: np.ndarray, settings: QuantSettings | None = None) -> nn.Module:
-    """A fused copy of `model` with NNCF fake quantization inserted and initialised from the calibration images."""
+def prepare(
+    model: nn.Module, calib_batch: np.ndarray, settings: QuantSettings | None = None, recipe: str = "nncf"
+) -> nn.Module:
+    """A fused copy of `model` with NNCF fake quantization inserted, in `recipe`'s scheme (`qat_settings`), and
+    initialised from the calibration images."""
     import nncf
 
     from quant.extension_lock import load_nncf_torch_extension
     from targets.export import deployment_model
 
-    settings = settings or QuantSettings()
+    settings = qat_settings(recipe, settings or QuantSettings())
     load_nncf_torch_extension()
     fused = deployment_model(model)
     samples = [torch.from_numpy(calib_batch[i : i + 1]) for i in range(len(calib_batch))]
-    qmodel = nncf.quantize(fused, nncf.Dataset(samples), **_nncf_kwargs(settings, len(samples)))
+    qmodel = nncf.quantize(fused, nncf.Dataset(samples), **qat_parameters(settings, len(samples)))
     return qmodel
+
+
+def resume_checkpoint(out: Path) -> Path:
+    """<out>/qat_last.pth, or one UserError when `--resume` has nothing to continue from."""
+    last = Path(out) / "qat_last.pth"
+    if not last.is_file():
+        raise UserError(f"--resume: {last} not found (no earlier QAT run in {out}); drop --resume to start one")
+    return last
 
 
 def freeze_batchnorm(model: nn.Module) -> int:
@@ -125,11 +174,25 @@ def _save(path: Path, qmodel: nn.Module, ema, optimizer, epoch: int, extra: dict
     )
 
 
-def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings) -> Path:
-    """The `quantize --method qat` pipeline: prepare -> fine-tune (project loop, EMA) -> resumable checkpoints -> export."""
+def run_qat(
+    model: nn.Module,
+    args: argparse.Namespace,
+    settings: QuantSettings,
+    recipe: str = "nncf",
+    parity_images: list[np.ndarray] | None = None,
+    check_kernels: bool = True,
+) -> PTQResult:
+    """The `quantize --method qat` pipeline: prepare (fake quantizers in `recipe`'s scheme) -> fine-tune (project
+    loop, EMA) -> resumable checkpoints -> Q/DQ ONNX export -> the same checks and summary.json/.md as PTQ
+    (quant.ptq.describe_int8: graph, INT8 kernels, parity with the FP32 checkpoint on `parity_images`).
+
+    args: data, images, calib_size, imgsz, epochs, batch, lr, out, resume (the `quantize` options of those names)."""
+    import time
     from dataclasses import replace
 
     from quant.calibration import load_calibration
+    from quant.ptq import describe_int8, fp32_onnx_for
+    from quant.recipes import RecipeOutput
     from rtmdet_edge.config import TrainConfig
     from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
     from rtmdet_edge.data.spec import build_dataset
@@ -140,11 +203,15 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
 
     if args.data is None:
         raise UserError("QAT fine-tunes on annotated data: give --data (synthetic, a COCO json or a dataset YAML)")
-    torch.manual_seed(0)
     out = Path(args.out)
+    last = resume_checkpoint(out) if args.resume else out / "qat_last.pth"  # checked before any work
+    check_recipe_settings(recipe, settings)
+    effective = qat_settings(recipe, settings)
+    start = time.perf_counter()
+    torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
     calib = load_calibration(args.data, args.images, args.calib_size, args.imgsz)
-    qmodel = prepare(model, calib.batch, settings)
+    qmodel = prepare(model, calib.batch, settings, recipe)
     # the criterion reads the model's class count, strides and kind (same object, fake quantizers added)
     criterion = build_criterion(model)
     cfg = replace(
@@ -171,10 +238,7 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
     ema = ModelEMA(qmodel)
     start_epoch = 0
     history: list[dict] = []
-    last = out / "qat_last.pth"
     if args.resume:
-        if not last.is_file():
-            raise UserError(f"--resume: {last} not found")
         from rtmdet_edge.checkpoint import read_checkpoint
 
         ckpt = read_checkpoint(last)
@@ -207,19 +271,38 @@ def run_qat(model: nn.Module, args: argparse.Namespace, settings: QuantSettings)
         _save(last, qmodel, ema, optimizer, epoch, {"config": model.config.to_dict(), "history": history})
         log.info("QAT epoch %d: loss %.4f", epoch, stats.get("loss", float("nan")))
     onnx_path = export_qdq_onnx(ema.module, out / "model_int8_qat.onnx", args.imgsz)
-    (out / "qat_summary.json").write_text(
-        json.dumps(
-            {
-                "method": "qat",
-                "recipe": "nncf-torch",
-                "settings": settings.to_dict(),
+    # parity reference: the FP32 model QAT started from, i.e. what shipping FP32 instead would give
+    fp32 = fp32_onnx_for(model, out, args.imgsz)
+    notes = [
+        f"NNCF PyTorch QAT (nncf.quantize on the fused torch model, fine-tuned, EMA weights exported): "
+        f"{QAT_SCHEMES[recipe]}; weights {effective.granularity}; starting ranges from {QAT_RANGE_INIT}, on "
+        f"{len(calib)} images",
+        "quantizer placement is NNCF's (op inputs); NNCF leaves the inputs of channel-attention convs (after "
+        "GlobalAveragePool) float",
+    ]
+    summary, json_path, md_path = describe_int8(
+        model,
+        fp32,
+        RecipeOutput(qdq_onnx=onnx_path, notes=notes),
+        method="qat",
+        recipe=recipe,
+        settings=effective,
+        calib_info={"count": len(calib), "description": calib.description, "sources": calib.sources},
+        out_dir=out,
+        parity_images=parity_images,
+        check_kernels=check_kernels,
+        start=start,
+        meta={
+            "weights": str(getattr(args, "weights", "")) or None,
+            "qat": {
+                "tool": "nncf-torch",
                 "epochs": args.epochs,
                 "lr": args.lr,
-                "calibration": calib.description,
+                "batch": args.batch,
+                "resumed_after_epoch": start_epoch - 1 if args.resume else None,
+                "checkpoint": str(last),
                 "history": history,
-                "onnx": str(onnx_path),
             },
-            indent=1,
-        )
+        },
     )
-    return onnx_path
+    return PTQResult(fp32, onnx_path, None, summary, json_path, md_path)

@@ -80,3 +80,55 @@ def check_recipe_settings(recipe: str, settings: QuantSettings) -> None:
             "--recipe tensorrt quantizes weights per output channel (TensorRT's rule for Conv; per-tensor weights "
             "lose depth-wise convs); drop --granularity per-tensor"
         )
+
+
+# Options that act only with some recipes or one method. The CLI passes the options the user typed (not those left
+# at their defaults), so a combination that would silently do nothing ends in one error line instead.
+RECIPE_ONLY_OPTIONS = {
+    "--activation-type": (
+        ("onnxruntime",),
+        "it sets the onnxruntime recipe's activations; tensorrt is always S8, nncf follows --preset",
+    ),
+    "--int8-everywhere": (
+        ("onnxruntime",),
+        "only the onnxruntime recipe keeps convs float for speed; the others quantize every conv already",
+    ),
+    "--preset": (("nncf",), "it is an NNCF preset; onnxruntime is asymmetric U8 activations, tensorrt symmetric S8"),
+    "--bias-correction": (
+        ("nncf",),
+        "it is NNCF's; ONNX Runtime's quantizer, behind onnxruntime and tensorrt, has none",
+    ),
+}
+QAT_ONLY_OPTIONS = ("--epochs", "--lr", "--batch", "--resume")
+PTQ_ONLY_OPTIONS = {
+    "--activation-type": "QAT's activations follow the recipe (onnxruntime U8 asymmetric, tensorrt S8, nncf --preset)",
+    "--int8-everywhere": "QAT quantizes every conv NNCF places a quantizer on",
+    "--ignore": "its patterns match ONNX node names, which NNCF's PyTorch model does not have",
+    "--max-drop": "the mixed-precision search ranks PTQ models",
+    "--calibrator": "QAT starts from NNCF's default ranges and then learns them (quant.qat.QAT_RANGE_INIT)",
+}
+# Recipes whose scheme NNCF's PyTorch QAT can reproduce (quant.qat.QAT_SCHEMES). Not tensorrt: with preset
+# performance NNCF 3.4 still writes uint8 and per-channel activation quantizers and leaves the channel-attention convs
+# float (28 TensorRT rule violations on rtmdet-tiny), and forcing signed activations conflicts with its CPU/ANY
+# hardware configs.
+QAT_RECIPES = ("onnxruntime", "nncf")
+
+
+def check_explicit_options(method: str, recipe: str, explicit: set[str]) -> None:
+    """One UserError for an option the user typed that has no effect with this method and recipe."""
+    if method == "ptq":
+        for option in QAT_ONLY_OPTIONS:
+            if option in explicit:
+                raise UserError(f"{option} is a QAT option; add --method qat or drop {option}")
+    else:
+        if recipe not in QAT_RECIPES:
+            raise UserError(
+                f"--method qat cannot follow the {recipe} recipe's rules (NNCF's PyTorch QAT writes uint8 and "
+                f"per-channel activation quantizers); use --recipe {' or '.join(QAT_RECIPES)}, or --method ptq"
+            )
+        for option, why in PTQ_ONLY_OPTIONS.items():
+            if option in explicit:
+                raise UserError(f"--method qat does not take {option} ({why}); drop it")
+    for option, (recipes, why) in RECIPE_ONLY_OPTIONS.items():
+        if option in explicit and recipe not in recipes:
+            raise UserError(f"--recipe {recipe} does not take {option} ({why}); drop it or use --recipe {recipes[0]}")

@@ -19,6 +19,13 @@ def to_markdown(s: dict) -> str:
     lines += [f"- weights: {s.get('weights', '-')}", f"- input size: {s['imgsz']}", f"- time: {s['seconds']:.1f} s"]
     lines += [f"- calibration: {s['calibration']['count']} images from {s['calibration']['description']}"]
     lines += [f"- settings: {json.dumps(s['settings'])}", ""]
+    if s.get("qat"):  # QAT: the quantizers above were initialised on the calibration images, then fine-tuned
+        q = s["qat"]
+        after = q.get("resumed_after_epoch")
+        resumed = f", resumed after epoch {after}" if after is not None else ""
+        lines += ["## Fine-tuning (QAT)", "", f"- {q['tool']}: {q['epochs']} epochs, lr {q['lr']}, batch {q['batch']}"
+                  f"{resumed}; checkpoint `{q['checkpoint']}`"]  # fmt: skip
+        lines += [f"- epoch {h['epoch']}: loss {h.get('loss', float('nan')):.4f}" for h in q["history"]] + [""]
     lines += ["## Artefacts", ""] + [f"- {k}: `{v}`" for k, v in s["artefacts"].items() if v] + [""]
     lines += ["## What was quantized (graph)", ""]
     g = s["graph"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,19 +61,57 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    _check_checkpoint_format(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a pickle protocol it may not read, then fails with its own error, said below in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        detail = _weights_only_detail(str(e))
+        if detail == "Unsupported operand 149":  # FRAME: nothing read yet, so nothing known about its content
+            raise UserError(
+                f"refusing to load {path}: a pickle of protocol 4 or later, which the weights-only loader cannot read, "
+                "so its content cannot be checked (nothing was executed); re-save it with torch.save's default protocol"
+            ) from None
         raise UserError(
             f"refusing to load {path}: it holds objects other than tensors and plain containers, which could run "
-            f"code when unpickled (weights_only=True): {first}"
+            f"code when unpickled (weights_only=True): {detail}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - untrusted bytes: a damaged pickle fails with KeyError, struct.error, ...
         raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     if not isinstance(ckpt, Mapping):
         raise UserError(f"{path} does not hold a checkpoint dict (found {type(ckpt).__name__})")
     return dict(ckpt)
+
+
+def _check_checkpoint_format(path: Path) -> None:
+    """torch.save writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle of protocol 2 or more,
+    which starts with the PROTO opcode 0x80. Anything else (a text file, an image, an ONNX) is not a checkpoint; without
+    this check the weights-only unpickler reads its bytes as opcodes and reports a misleading "could run code"."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise UserError(f"cannot read checkpoint {path}: the file is empty")
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return
+    kind = "a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else f"starts with {head!r}"
+    raise UserError(
+        f"cannot read checkpoint {path}: it is not a PyTorch checkpoint ({kind}; torch.save writes a zip archive or a "
+        "pickle)"
+    )
+
+
+def _weights_only_detail(message: str) -> str:
+    """The one useful sentence of PyTorch's weights_only error (e.g. "Unsupported global: GLOBAL os.system was not an
+    allowed global by default"); the rest is advice to load with weights_only=False, which this project never does."""
+    marker = "WeightsUnpickler error:"
+    if marker in message:
+        rest = [line.strip() for line in message.split(marker, 1)[1].splitlines() if line.strip()]
+        if rest:
+            return rest[0].split(". ")[0].rstrip(".")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else "unpickling failed"
 
 
 def extract_state_dict(ckpt: Mapping[str, Any], prefer_ema: bool = True) -> dict[str, Tensor]:

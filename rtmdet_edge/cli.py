@@ -12,6 +12,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rtmdet_edge.errors import UserError
 
@@ -40,8 +41,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake (unknown option, invalid choice, missing value) is one line, as every other user error is;
+    argparse's default prints the whole usage block above it. Subcommand parsers inherit this class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(prog="rtmdet-edge", description=__doc__, formatter_class=_Formatter)
+    parser = _Parser(prog="rtmdet-edge", description=__doc__, formatter_class=_Formatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules: dict[str, object] = {}

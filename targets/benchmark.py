@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rtmdet_edge.errors import UserError
+from rtmdet_edge.errors import UserError, check_imgsz
 from rtmdet_edge.inference.detector import Detector
 from rtmdet_edge.inference.kinds import kind_config, model_kind
 from rtmdet_edge.inference.postprocess import DEPLOY, OFFICIAL, PostprocessConfig
@@ -85,6 +85,7 @@ class BenchmarkSettings:
             )
         if self.threads < 1 or self.runs < 1 or self.warmup < 0 or self.throughput_batch < 1 or self.rounds < 1:
             raise UserError("--threads, --runs and --batch must be >= 1 and --warmup >= 0")
+        check_imgsz(self.imgsz)
 
 
 @dataclass
@@ -376,12 +377,23 @@ def prepare_files(model: nn.Module, out_dir: Path, settings: BenchmarkSettings) 
             files.xml_batch = convert_to_openvino(files.onnx_batch, files.onnx_batch.with_suffix(".xml"))
     files.int8_by_target = {t: Path(p) for t, p in settings.int8_models}
     if settings.int8_onnx is not None:
-        files.int8_onnx = Path(settings.int8_onnx)
-        if not files.int8_onnx.is_file():
-            raise UserError(f"--int8-onnx not found: {files.int8_onnx}")
+        files.int8_onnx = check_int8_onnx(settings.int8_onnx)
     if b > 1 and "int8" in settings.precisions:
         rebatch_int8(files, [t for t in settings.targets if t != "torch"], b, models)
     return files
+
+
+def check_int8_onnx(path: str | os.PathLike) -> Path:
+    """The --int8-onnx file, checked to be a quantized ONNX: a float one would run and be reported as int8 rows."""
+    from targets.export import is_quantized, read_onnx_graph
+
+    path = Path(path)
+    if not is_quantized(read_onnx_graph(path, "--int8-onnx")):
+        raise UserError(
+            f"--int8-onnx {path} has no QuantizeLinear/DequantizeLinear (or QLinear*) nodes: it is a float model, "
+            "not INT8; pass the model_int8_*.onnx of `rtmdet-edge quantize`"
+        )
+    return path
 
 
 def rebatch_int8(files: ModelFiles, targets: Sequence[str], batch: int, models: Path) -> None:
@@ -599,6 +611,8 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         command="rtmdet-edge benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None,
     )
+    if args.int8_onnx is not None and "int8" in settings.precisions:
+        check_int8_onnx(args.int8_onnx)  # before the model loads and anything is exported
     model = load_model_for_benchmark(args.weights, args.model)
     synthetic = str(args.data).split(":", 1)[0] in SYNTHETIC_KINDS
     dataset = build_dataset(

@@ -33,7 +33,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from rtmdet_edge.errors import UserError
+from rtmdet_edge.errors import UserError, check_imgsz
 from rtmdet_edge.io import atomic_write_with, temp_path_beside
 from rtmdet_edge.geometry.boxes import make_priors
 from rtmdet_edge.models.outputs import flatten_outputs
@@ -95,9 +95,7 @@ def deployment_model(model: nn.Module) -> nn.Module:
 
 def _hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
-    if h % 32 or w % 32:
-        raise UserError(f"--imgsz must be a multiple of 32 (the stride of the last level), got {h}x{w}")
-    return h, w
+    return check_imgsz(h), check_imgsz(w)
 
 
 def export_onnx(
@@ -384,6 +382,28 @@ def rebatch_onnx(src: str | os.PathLike, dst: str | os.PathLike, batch: int) -> 
 def has_qdq(onnx_model: onnx.ModelProto) -> bool:
     """True when the graph carries explicit QuantizeLinear/DequantizeLinear nodes (an explicitly quantized model)."""
     return any(n.op_type in QDQ_OPS for n in onnx_model.graph.node)
+
+
+def read_onnx_graph(path: Path, option: str) -> onnx.ModelProto:
+    """The ONNX model a command option names (without external data), or one UserError saying what is wrong."""
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise UserError(f"{option} {path}: no such file")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as e:
+        raise UserError(f"{option} {path} is not a readable ONNX model ({str(e).splitlines()[0] if str(e) else e})")
+
+
+def is_quantized(onnx_model: onnx.ModelProto) -> bool:
+    """True for an INT8 graph in either ONNX form: Q/DQ nodes (what `quantize` writes) or ONNX Runtime's operator
+    format (QLinearConv, ConvInteger, ...). TensorRT needs the first (has_qdq); naming and checking an INT8 file
+    accept both."""
+    ops = {n.op_type for n in onnx_model.graph.node}
+    return bool(ops & {*QDQ_OPS, "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}) or any(
+        op.startswith("QLinear") for op in ops
+    )
 
 
 def convert_onnx_to_fp16(onnx_model: onnx.ModelProto) -> onnx.ModelProto:

@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from rtmdet_edge.errors import UserError
+from rtmdet_edge.errors import UserError, check_imgsz
 from rtmdet_edge.io import atomic_write_json, atomic_write_with
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="onnx", choices=FORMATS, help="target format")
     p.add_argument(
         "--precision",
-        default="fp32",
+        default=None,
         choices=PRECISIONS,
         help="fp16: float16 ONNX (onnx, tensorrt) or f16-compressed weights (openvino); bf16: OpenVINO's bf16 "
-        "inference hint on the f32 IR; int8: needs a Q/DQ .onnx as --weights",
+        "inference hint on the f32 IR; int8: needs a Q/DQ .onnx as --weights (default: int8 for a Q/DQ .onnx, "
+        "else fp32)",
     )
-    p.add_argument("--imgsz", type=int, default=640, help="square input size, a multiple of 32")
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        default=None,
+        help="square input size, a multiple of 32 (default: an .onnx's own input size, else 640)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--batch", type=int, default=1, help="static batch size (TensorRT: the optimal batch)")
     g.add_argument("--dynamic", action="store_true", help="dynamic batch axis")
@@ -90,30 +96,118 @@ def _default_out(args: argparse.Namespace, stem: str) -> Path:
     return Path("runs/export") / ("_".join(parts) + ext)
 
 
-def run(args: argparse.Namespace) -> int:
-    from rtmdet_edge.checkpoint import load_checkpoint
-    from rtmdet_edge.models.model import build_model
-    from rtmdet_edge.inference.postprocess import PRESETS
-    from targets import load_backend
-    from targets.export import NMSConfig, convert_onnx_to_fp16, export_onnx, has_qdq
-    from targets.parity import ParityError, compare, parity_images
+def onnx_input_settings(
+    path: Path, imgsz: int | None, precision: str | None
+) -> tuple[int | None, str, bool]:
+    """(imgsz, precision, dynamic batch) of an .onnx --weights, read from the file rather than from defaults.
 
+    The input size is the graph's static H x W (None when H/W are symbolic: --imgsz then decides); an --imgsz that
+    disagrees is an error, since the file cannot run at another size. A graph with QuantizeLinear/DequantizeLinear
+    (or QLinear*) nodes is INT8 whatever runtime converts it, so its precision is int8 and any other --precision is an
+    error; a float graph cannot be labelled int8.
+    """
+    from targets import INPUT_NAME
+    from targets.export import is_quantized, read_onnx_graph
+
+    model = read_onnx_graph(path, "--weights")
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not inputs:
+        raise UserError(f"--weights {path}: the ONNX graph has no input")
+    inp = next((i for i in inputs if i.name == INPUT_NAME), inputs[0])
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise UserError(f"--weights {path}: expected an image input [B, 3, H, W], got {len(dims)} dimensions")
+    h, w = dims[2], dims[3]
+    if h is not None and w is not None:
+        if h != w:
+            raise UserError(f"--weights {path}: input {h}x{w} is not square; export handles square inputs only")
+        if imgsz is not None and imgsz != h:
+            raise UserError(
+                f"--imgsz {imgsz} does not match {path.name}, whose input is fixed at {h}x{w}; drop --imgsz (or "
+                f"quantize/export the model again at {imgsz})"
+            )
+        imgsz = h
+    quantized = is_quantized(model)
+    if quantized and precision not in (None, "int8"):
+        raise UserError(
+            f"{path.name} is a quantized (Q/DQ) INT8 model: it exports as --precision int8 (the default for it), "
+            f"not {precision}"
+        )
+    if not quantized and precision == "int8":
+        raise UserError(f"{path} has no QuantizeLinear/DequantizeLinear (or QLinear*) nodes: it is not an INT8 model")
+    return imgsz, precision or ("int8" if quantized else "fp32"), dims[0] is None
+
+
+def check_target_available(fmt: str, precision: str) -> None:
+    """TensorRT is asked first, before a model is loaded, quantized or exported: a missing runtime is the one thing
+    that fails every TensorRT export, and finding it last left an ONNX (and calibration output) behind for nothing."""
+    if fmt != "tensorrt":
+        return
+    from targets.tensorrt import available
+
+    reason = available(precision)
+    if reason is not None:
+        raise UserError(f"--format tensorrt cannot be built here: TensorRT {reason}; nothing was written")
+
+
+def _remove(paths: list[Path]) -> None:
+    import shutil
+
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
     weights = Path(args.weights)
+    # every check that needs no model comes first, so a mistake is reported before anything is loaded or written
+    if args.imgsz is not None:
+        check_imgsz(args.imgsz)
     if args.precision == "bf16" and args.format != "openvino":
         raise UserError("--precision bf16 is an OpenVINO inference hint; use --format openvino")
     if weights.suffix == ".onnx":
         if args.nms:
             raise UserError("--nms applies when exporting from a checkpoint, not to an existing .onnx")
-        source_onnx = weights
-        ref_path = args.reference
+        if args.format == "onnx":
+            raise UserError("--weights is already an .onnx; choose --format openvino or tensorrt")
+        imgsz, precision, dynamic = onnx_input_settings(weights, args.imgsz, args.precision)
+        # the name and the parity check describe the file as it is: its size, precision and batch axis
+        args = argparse.Namespace(**{**vars(args), "imgsz": imgsz or 640, "precision": precision,
+                                     "dynamic": args.dynamic or dynamic})  # fmt: skip
     else:
+        args = argparse.Namespace(**{**vars(args), "imgsz": args.imgsz or 640, "precision": args.precision or "fp32"})
         if args.precision == "int8" and not (args.format == "tensorrt" and args.calib_data):
             raise UserError(
                 "INT8 needs an explicitly quantized model: run `rtmdet-edge quantize` and export its .onnx, or for "
                 "TensorRT pass --calib-data to quantize with the tensorrt recipe here"
             )
-        source_onnx = None
-        ref_path = weights
+        if args.precision == "int8" and (args.nms or args.dynamic):
+            raise UserError("--calib-data quantizes the static raw-output graph; drop --nms and --dynamic for int8")
+    if args.calib_data and not (args.format == "tensorrt" and args.precision == "int8" and weights.suffix != ".onnx"):
+        raise UserError("--calib-data applies only to --format tensorrt --precision int8 from a checkpoint")
+    check_target_available(args.format, args.precision)
+
+    written: list[Path] = []  # intermediates this run creates, removed again if it fails
+    try:
+        return _export(args, weights, written)
+    except BaseException:
+        _remove(written)
+        raise
+
+
+def _export(args: argparse.Namespace, weights: Path, written: list[Path]) -> int:
+    from rtmdet_edge.checkpoint import load_checkpoint
+    from rtmdet_edge.models.model import build_model
+    from rtmdet_edge.inference.postprocess import PRESETS
+    from targets import load_backend
+    from targets.export import NMSConfig, convert_onnx_to_fp16, export_onnx
+    from targets.parity import ParityError, compare, parity_images
+
+    source_onnx = weights if weights.suffix == ".onnx" else None
+    ref_path = args.reference if source_onnx is not None else weights
     model = None
     if ref_path is not None:
         model = load_checkpoint(ref_path, build_model(args.model) if args.model else None).eval()
@@ -122,19 +216,22 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if source_onnx is None and args.precision == "int8":
-        if args.nms or args.dynamic:
-            raise UserError("--calib-data quantizes the static raw-output graph; drop --nms and --dynamic for int8")
         from quant.calibration import load_calibration
         from quant.ptq import ptq
 
         calib = load_calibration(args.calib_data, None, args.calib_size, args.imgsz)
-        source_onnx = ptq(model, calib, recipe="tensorrt", out_dir=out.parent / f"{out.stem}_quant", imgsz=args.imgsz).qdq_onnx
+        quant_dir = out.parent / f"{out.stem}_quant"
+        if not quant_dir.exists():
+            written.append(quant_dir)
+        source_onnx = ptq(model, calib, recipe="tensorrt", out_dir=quant_dir, imgsz=args.imgsz).qdq_onnx
         onnx_path = source_onnx
         log.info("tensorrt recipe wrote %s", source_onnx)
     elif source_onnx is None:
         import onnx
 
         onnx_path = out if args.format == "onnx" and args.precision == "fp32" else out.with_suffix(".fp32.onnx")
+        if onnx_path != out:
+            written.append(onnx_path)
         nms = NMSConfig.from_postprocess(PRESETS[args.nms_preset]) if args.nms else None
         export_onnx(model, onnx_path, args.imgsz, args.batch, args.dynamic, args.opset, nms, not args.no_simplify)
         log.info("wrote %s", onnx_path)
@@ -142,13 +239,7 @@ def run(args: argparse.Namespace) -> int:
             fp16 = convert_onnx_to_fp16(onnx.load(str(onnx_path)))
             atomic_write_with(out, lambda tmp: onnx.save(fp16, str(tmp)))
     else:
-        import onnx
-
         onnx_path = source_onnx
-        if args.precision == "int8" and not has_qdq(onnx.load(str(onnx_path), load_external_data=False)):
-            raise UserError(f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: it is not an INT8 model")
-        if args.format == "onnx":
-            raise UserError("--weights is already an .onnx; choose --format openvino or tensorrt")
 
     backend_kw: dict = {}
     if args.format == "openvino":

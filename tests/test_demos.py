@@ -147,3 +147,35 @@ def test_interrupt_keeps_written_video_and_releases(tmp_path, monkeypatch) -> No
     stats = stream.run_stream(detector, "0", ["a"], out=out, capture=(cam, False))
     assert stats.stopped_by.startswith("interrupted") and cam.released
     assert _count_frames(out) == 2
+
+
+def test_max_frames_is_reported_as_the_stop_reason(weights, tmp_path, capsys) -> None:
+    """A limit reached before the end of the file is what stopped the run, in the last line and in --stats."""
+    import json
+
+    clip = _write_clip(tmp_path / "long.mp4", 12)
+    stats = tmp_path / "stats.json"
+    code = video.main([str(clip), "--weights", str(weights["onnxruntime"]), "--imgsz", str(IMGSZ), "--headless",
+                       "--out", str(tmp_path / "o.mp4"), "--max-frames", "5", "--stats", str(stats)])  # fmt: skip
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "stopped by frame limit (--max-frames 5)" in last
+    s = json.loads(stats.read_text())
+    assert s["frames_processed"] == 5 and s["stopped_by"] == "frame limit (--max-frames 5)"
+    video.main([str(clip), "--weights", str(weights["onnxruntime"]), "--imgsz", str(IMGSZ), "--headless",
+                "--out", str(tmp_path / "o.mp4"), "--max-frames", "50", "--stats", str(stats)])  # fmt: skip
+    assert json.loads(stats.read_text())["stopped_by"] == "end of stream"  # a limit the file never reached
+
+
+def test_missing_camera_is_one_line_without_opencv_logging(weights, tmp_path) -> None:
+    """OpenCV's own WARN/ERROR lines (printed by its C++ code, so run in a subprocess) are silenced around the open."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "demos" / "camera.py"
+    run = subprocess.run([sys.executable, str(script), "--source", "7", "--weights", str(weights["onnxruntime"]),
+                          "--headless", "--out", str(tmp_path / "c.mp4")], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 2
+    error = "camera.py: error: cannot open camera 7 (no such device, or it is in use)"
+    assert run.stderr.strip().splitlines() == [error]

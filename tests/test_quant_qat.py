@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first run comp
 def qat_run(tmp_path_factory):
     from quant.qat import run_qat
     from quant.settings import QuantSettings
+    from targets.parity import parity_images
 
     pytest.importorskip("nncf")
     out = tmp_path_factory.mktemp("qat")
@@ -34,15 +35,16 @@ def qat_run(tmp_path_factory):
         out=str(out),
         resume=False,
     )
-    onnx_path = run_qat(model, args, QuantSettings())
-    return model, args, out, onnx_path
+    result = run_qat(model, args, QuantSettings(), recipe="onnxruntime", parity_images=parity_images(2))
+    return model, args, out, result
 
 
 def test_qat_exports_qdq_onnx_that_runs(qat_run):
     from quant.graph import inspect_qdq
     from quant.parity import run_onnxruntime, run_openvino
 
-    _, _, out, onnx_path = qat_run
+    _, _, out, result = qat_run
+    onnx_path = result.qdq_onnx
     model = onnx.load(str(onnx_path))
     onnx.checker.check_model(model, full_check=True)
     report = inspect_qdq(model)
@@ -55,7 +57,26 @@ def test_qat_exports_qdq_onnx_that_runs(qat_run):
     assert set(a) == set(b) and "cls_score_0" in a
     for name in a:
         assert a[name].shape == b[name].shape and np.isfinite(a[name]).all() and np.isfinite(b[name]).all()
-    assert (out / "qat_last.pth").is_file() and (out / "qat_summary.json").is_file()
+    assert (out / "qat_last.pth").is_file()
+
+
+def test_qat_summary_is_ptqs_with_parity_and_kernels(qat_run):
+    """QAT writes the same summary.json + summary.md as PTQ (graph, kernels, parity vs FP32) plus its fine-tuning."""
+    import json
+
+    _, _, out, result = qat_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s == json.loads(json.dumps(result.summary, default=str))
+    assert s["method"] == "qat" and s["recipe"] == "onnxruntime"
+    # what was actually done: the onnxruntime recipe's scheme (asymmetric U8 activations), every conv quantized
+    assert s["settings"]["preset"] == "mixed" and s["settings"]["bias_correction"] == "fast"
+    assert not s["settings"]["float_slow_convs"] and s["graph"]["activation_dtypes"].get("uint8", 0) > 0
+    assert [k["runtime"] for k in s["kernels"]] == ["onnxruntime", "openvino"]
+    assert [p["runtime"] for p in s["parity"]] == ["onnxruntime", "openvino"]
+    assert all(p["images"] == 2 and p["min_sqnr_db"] > 0 for p in s["parity"])
+    assert s["qat"]["epochs"] == 1 and [h["epoch"] for h in s["qat"]["history"]] == [0]
+    md = (out / "summary.md").read_text()
+    assert md.startswith("# INT8 QAT:") and "Fine-tuning (QAT)" in md and "Parity with FP32" in md
 
 
 def test_qat_resumes_from_its_checkpoint(qat_run):
@@ -67,7 +88,8 @@ def test_qat_resumes_from_its_checkpoint(qat_run):
     first = read_checkpoint(out / "qat_last.pth")
     assert first["epoch"] == 0 and first["qat"]
     resumed = argparse.Namespace(**{**vars(args), "epochs": 2, "resume": True})
-    run_qat(model, resumed, QuantSettings())
+    result = run_qat(model, resumed, QuantSettings(), recipe="onnxruntime", check_kernels=False)
+    assert result.summary["qat"]["resumed_after_epoch"] == 0
     second = read_checkpoint(out / "qat_last.pth")
     assert second["epoch"] == 1 and [h["epoch"] for h in second["history"]] == [0, 1]
 

@@ -81,6 +81,24 @@ def test_stop_request_ends_the_epoch_after_a_whole_iteration_with_one_save() -> 
     assert saves == [1]  # the signal came during iteration 1, which also was a save-interval one: one write, not two
 
 
+def test_the_stop_message_is_one_sentence(monkeypatch, capsys) -> None:
+    import argparse
+
+    from rtmdet_edge.training import train as train_cmd
+    from rtmdet_edge.training.engine import TrainingInterrupted
+
+    def stopped(cfg):
+        raise TrainingInterrupted("stopped at epoch 6 iteration 1 of 8", signal.SIGTERM, Path("runs/sig/last.pth"))
+
+    monkeypatch.setattr(train_cmd, "main", stopped)
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    assert train_cmd.run(parser.parse_args(["--out", "runs/sig"])) == 143
+    err = capsys.readouterr().err
+    assert err == "rtmdet-edge train: stopped at epoch 6 iteration 1 of 8; continue with --resume auto --out runs/sig\n"
+    assert str(TrainingInterrupted("stopped after epoch 3", signal.SIGINT)) == "stopped after epoch 3"
+
+
 def test_no_process_exit_hook_in_production_code() -> None:
     assert "os._exit" not in inspect.getsource(engine)
     assert "stop_after_iters" not in inspect.getsource(engine)
@@ -181,3 +199,50 @@ def test_sigkill_at_ten_random_moments_then_resume_matches_uninterrupted(tmp_pat
     assert proc.returncode == 0, err[-3000:]
     assert not [p for p in os.listdir(out) if ".tmp-" in p]  # stale temporaries of killed writes are cleaned up
     _assert_same_weights(uninterrupted, _state(out / "last.pth"))
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_stops_cleanly(tmp_path) -> None:
+    """`timeout`, SLURM's scancel and `kill -- -PGID` signal every process of the group, DataLoader workers included:
+    the run must still stop after an iteration with a resumable last.pth and exit 143, and leave no worker behind."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "rtmdet_edge.cli", "train", "--data", "synthetic:8", "--imgsz", "64", "--batch", "2",
+           "--device", "cpu", "--workers", "2", "--epochs", "2", "--eval-interval", "0", "--save-interval-iters", "1",
+           "--no-fused-bn-silu", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group, as a job under SLURM or `timeout`
+    try:
+        deadline = time.time() + 120
+        while not (out / "last.pth").is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)  # last.pth appears after the first iteration: the workers are up and loading
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        os.killpg(proc.pid, signal.SIGTERM)  # the session leader's pid is the group id
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "killed by signal" not in err
+    assert f"; continue with --resume auto --out {out}" in err
+    deadline = time.time() + 10
+    while time.time() < deadline:  # every worker has ended with the main process
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("a DataLoader worker outlived the main process")
+    mid = _state(out / "last.pth")
+    assert (mid["next_epoch"], mid["next_iter"]) < (2, 0)
+    # resumable with exactly what the message says: the recorded settings (8 images, 64 px, 2 workers) come back
+    resumed = subprocess.run([sys.executable, "-m", "rtmdet_edge.cli", "train", "--resume", "auto", "--out", str(out)],
+                             env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = _state(out / "last.pth")
+    assert (done["next_epoch"], done["next_iter"]) == (2, 0)
+    line = next(x for x in resumed.stderr.splitlines() if "resumed from" in x)
+    for restored in ("--data synthetic:8 ", "--batch 2 --imgsz 64 ", "--workers 2 "):
+        assert restored in line.split("recorded settings restored:")[1], line

@@ -69,6 +69,23 @@ def test_cli_user_errors(tmp_path):
     assert proc.returncode == 2 and "fewer than one batch" in proc.stderr
 
 
+def test_imgsz_off_the_stride_grid_is_one_line_before_any_work(tmp_path, monkeypatch):
+    proc = _train([*COMMON[:4], "--imgsz", "100", "--epochs", "1", "--out", str(tmp_path)], False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip() == (
+        "error: --imgsz must be a positive multiple of 32 (the stride of the last level), got 100"
+    )
+    assert not (tmp_path / "train.log").exists()  # nothing was built
+    from rtmdet_edge.errors import UserError
+
+    monkeypatch.setattr(train_cmd, "main", lambda cfg: pytest.fail("main() must not run"))
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    for model in ("rtmdet-tiny", "rtmdet-r-tiny"):  # RTMDet-R trains through its own loop
+        with pytest.raises(UserError, match="multiple of 32"):
+            train_cmd.run(parser.parse_args(["--model", model, "--imgsz", "100", "--out", str(tmp_path)]))
+
+
 # Kill-and-resume (SIGKILL at random moments, SIGTERM, Ctrl-C) lives in test_robustness_train.py.
 
 

@@ -17,7 +17,7 @@ from rtmdet_edge.inference.stream import run_stream
 from rtmdet_edge.classes import COCO_CATEGORY_IDS
 from rtmdet_edge.inference.detector import BACKENDS, Detector
 from rtmdet_edge.data.coco import read_image
-from rtmdet_edge.errors import UserError
+from rtmdet_edge.errors import UserError, check_imgsz
 from rtmdet_edge.io import atomic_path, atomic_write_text
 from rtmdet_edge.inference.postprocess import Detections
 from rtmdet_edge.data.sample import rbox_corners
@@ -29,13 +29,19 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint (.pth) or exported model (.onnx/.xml/.engine)")
+    p.add_argument("--weights", required=True, help="checkpoint (.pth) or exported model (.onnx/.xml/.engine/.plan)")
     p.add_argument("--model", default=None, help="preset name, needed only when the checkpoint does not record it")
     p.add_argument("--source", required=True, help="an image, a folder of images, a video file or a camera index")
     p.add_argument("--out", default="runs/predict", help="output folder (default: %(default)s)")
-    p.add_argument("--imgsz", type=int, default=640, help="network input size (default: %(default)s)")
+    p.add_argument("--imgsz", type=int, default=640, help="network input size, a multiple of 32 (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    p.add_argument("--backend", default="torch", choices=BACKENDS, help="runtime (default: %(default)s)")
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=BACKENDS,
+        help="runtime (default: by the --weights suffix: .onnx onnxruntime, .xml openvino, .engine/.plan tensorrt, "
+        "anything else torch)",
+    )
     p.add_argument(
         "--preset",
         default="official",
@@ -158,12 +164,24 @@ def predict_stream(
     return stats.frames_processed
 
 
+def backend_for_weights(weights: str | Path) -> str | None:
+    """The runtime a model file is for, by its suffix (targets.BACKEND_BY_SUFFIX: .pth/.pt torch, .onnx onnxruntime,
+    .xml openvino, .engine/.plan tensorrt), or None for any other suffix. The demos pick their default backend by the
+    same rule (demos/common.py)."""
+    # imported here: rtmdet_edge imports targets only when a backend is asked for (see detector._is_backend)
+    from targets import BACKEND_BY_SUFFIX
+
+    return BACKEND_BY_SUFFIX.get(Path(weights).suffix.lower())
+
+
 def run(args: argparse.Namespace) -> int:
+    check_imgsz(args.imgsz)
+    # no --backend: the file says which runtime it is for; an unknown suffix stays a PyTorch checkpoint, as before
+    backend = args.backend or backend_for_weights(args.weights) or "torch"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     detector = Detector(
-        args.weights, imgsz=args.imgsz, backend=args.backend, device=args.device, postprocess=args.preset,
-        model=args.model,
+        args.weights, imgsz=args.imgsz, backend=backend, device=args.device, postprocess=args.preset, model=args.model,
     )  # fmt: skip
     source = str(args.source)
     save_media = not args.no_save_media

@@ -70,8 +70,18 @@ class StreamStats:
 
 def open_source(source: str | int) -> tuple[cv2.VideoCapture, bool]:
     """A capture for a camera index ("0", "/dev/video2") or a video file; (capture, is_live). One clear line when it
-    cannot open (a file that opens but yields no frame is reported by run_stream)."""
-    text = str(source)
+    cannot open (a file that opens but yields no frame is reported by run_stream). OpenCV's own logging is silenced
+    meanwhile: a missing camera or a broken file makes it print several WARN/ERROR lines (one per capture backend it
+    tries) before that line says the same."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return _open_source(str(source))
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _open_source(text: str) -> tuple[cv2.VideoCapture, bool]:
     if (text.isdigit() and not Path(text).exists()) or text.startswith("/dev/video"):
         cap = cv2.VideoCapture(int(text) if text.isdigit() else text)
         if not cap.isOpened():
@@ -267,6 +277,8 @@ def run_stream(
             log(f"{reader.failed}; stopping cleanly, results so far are kept")
         elif stats.frames_read == 0 and not live:
             raise UserError(f"{source}: no frame could be read (corrupt file, unsupported codec)")
+        elif stats.stopped_by == "end of stream" and 0 < max_frames <= stats.frames_read:
+            stats.stopped_by = f"frame limit (--max-frames {max_frames})"  # the reader stopped before the end
         completed = True
     except KeyboardInterrupt:
         stats.stopped_by = "interrupted (Ctrl-C)"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +26,16 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """SIGTERM / Ctrl-C arrived: the run stopped after a whole iteration and saved a resumable checkpoint."""
+    """SIGTERM / Ctrl-C arrived: the run stopped after a whole iteration and saved a resumable checkpoint.
+
+    str() is the message alone (the CLI prints it as a sentence); signum (exit code 128 + signum) and checkpoint
+    (the resumable file) are attributes, not extra args, which Exception would print as a tuple.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT, checkpoint: Path | None = None) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.checkpoint = checkpoint
 
 
 def _to_float32(outputs: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import random
 import signal
 import sys
 import threading
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from torch import nn
 from rtmdet_edge.config import TrainConfig
 from rtmdet_edge.training.ema import ModelEMA
 from rtmdet_edge.training.engine import NonFiniteLossError, TrainingInterrupted, train_one_epoch
-from rtmdet_edge.errors import UserError
+from rtmdet_edge.errors import UserError, check_imgsz
 from rtmdet_edge.io import finite_or_none, remove_stale_temps
 from rtmdet_edge.data.loader import build_train_loader, set_loader_epoch
 from rtmdet_edge.training.optim import LRSchedule, build_optimizer, scaled_lr, short_run_warmup
@@ -47,9 +49,51 @@ METRIC_COLUMNS = (
 
 # ---------------------------------------------------------------------------------------------------------------------
 # CLI
+class _Given:
+    """Action mixin: records the option's dest in namespace.given_options, so a resumed run can tell an option the
+    user typed (it may override the recorded run) from a default (the recorded value wins). Defaults stay real values,
+    so --help still shows them."""
+
+    dest: str
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        super().__call__(parser, namespace, values, option_string)  # type: ignore[misc]
+        namespace.given_options = getattr(namespace, "given_options", frozenset()) | {self.dest}
+
+
+class _GivenStore(_Given, argparse._StoreAction):
+    pass
+
+
+class _GivenStoreTrue(_Given, argparse._StoreTrueAction):
+    pass
+
+
+class _GivenBoolean(_Given, argparse.BooleanOptionalAction):
+    pass
+
+
+_GIVEN_ACTIONS: dict[Any, type[argparse.Action]] = {
+    "store": _GivenStore,
+    "store_true": _GivenStoreTrue,
+    argparse.BooleanOptionalAction: _GivenBoolean,
+}
+_FIELD_OF_DEST = {"no_amp": "amp"}  # argparse dest -> TrainConfig field, where they differ
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    a = parser.add_argument
+    parser.set_defaults(given_options=frozenset())
+
+    def a(*flags: str, action: Any = "store", **kwargs: Any) -> None:
+        parser.add_argument(*flags, action=_GIVEN_ACTIONS[action], **kwargs)
+
     a("--model", default="rtmdet-tiny", help="model preset (default: rtmdet-tiny)")
     a("--block", default=d.block, help=f"basic block family of backbone/neck (default: {d.block})")
     a("--data", default=d.data, help="COCO json (with --images), DOTA root, dataset YAML, or 'synthetic' (default)")
@@ -61,7 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--imgsz", type=int, default=d.imgsz, help=f"train/val image size (default: {d.imgsz})")
     a("--device", default=d.device, help="cpu | cuda | cuda:N | auto (default: auto); under torchrun cuda:LOCAL_RANK")
     a("--out", default=d.out, help=f"output folder (default: {d.out})")
-    a("--resume", default=None, help="checkpoint to resume from, or 'auto' for OUT/last.pth")
+    a("--resume", default=None,
+      help="checkpoint to resume from, or 'auto' for OUT/last.pth (none there yet: start fresh). The run continues "
+           "with the settings its checkpoint recorded; options given on the command line override them, except "
+           "--model, --block, --data, --images, --imgsz, --batch and --seed, which must match the recorded run (else "
+           "one error: they would make it another run). Use --epochs to extend a run; --resume PATH without --out "
+           "continues in PATH's folder. train.log names what was restored and what was overridden")
     a("--workers", type=int, default=d.workers, help=f"DataLoader workers per process (default: {d.workers})")
     a("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
     a("--deterministic", action="store_true", help="deterministic algorithms (slower; exact resume needs --workers 0)")
@@ -119,8 +168,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def given_fields(args: argparse.Namespace) -> frozenset[str] | None:
+    """The TrainConfig fields set explicitly on the command line; None when args did not come from add_arguments'
+    parser (then every field counts as given)."""
+    given = getattr(args, "given_options", None)
+    return None if given is None else frozenset(_FIELD_OF_DEST.get(dest, dest) for dest in given)
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    check_imgsz(args.imgsz)  # before any work: a size off the stride grid fails deep in the neck otherwise
+    cfg = resumed_config(config_from_args(args), given_fields(args))
     if cfg.model.startswith("rtmdet-r-"):
         from rtmdet_edge.training.rotated_train import run_rotated
 
@@ -128,10 +185,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         main(cfg)
     except TrainingInterrupted as e:
-        print(f"rtmdet-edge train: {e}; continue with --resume auto --out {args.out}", file=sys.stderr)
-        return 128 + e.args[1] if len(e.args) > 1 else 130
+        out = e.checkpoint.parent if e.checkpoint is not None else Path(cfg.out)
+        print(f"rtmdet-edge train: {e}; continue with --resume auto --out {out}", file=sys.stderr)
+        return 128 + e.signum
     except NonFiniteLossError as e:  # diverged: one line with what to do, last.pth holds the last good state
-        raise UserError(f"{e} (last good checkpoint: {Path(args.out) / 'last.pth'})") from None
+        raise UserError(f"{e} (last good checkpoint: {Path(cfg.out) / 'last.pth'})") from None
     return 0
 
 
@@ -273,6 +331,35 @@ class StopSignal:
         self._previous = {}
 
 
+def leave_sigterm_to_main(init_fn: Callable[[int], None] | None, worker_id: int) -> None:
+    """worker_init_fn of the training loader (with functools.partial): the loader's own init_fn, then SIGTERM from
+    outside the run ignored.
+
+    `timeout`, SLURM's scancel and `kill -- -PGID` signal the whole process group. A worker that died of it would
+    make the main process's DataLoader raise ("worker ... is killed by signal: Terminated") before StopSignal could
+    finish the iteration and write last.pth. So, as with Ctrl-C (loader.init_worker), the main process alone decides:
+    it stops after the iteration and its loader shuts the workers down. SIGTERM from the main process itself (the
+    loader's terminate() of a stuck worker, multiprocessing's exit handler) still ends the worker at once, as
+    PyTorch's own worker handler does, so no worker can outlive or hang the main process. Telling the two apart needs
+    the sender's pid: the signal is blocked and read by a thread with sigwaitinfo. Without sigwaitinfo (macOS) the
+    worker ignores SIGTERM, and its watchdog ends it within seconds of the main process.
+    """
+    if init_fn is not None:
+        init_fn(worker_id)
+    if not hasattr(signal, "sigwaitinfo"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started from here on inherit the mask
+
+    def wait_for_parent() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass  # from outside the run: the main process stops the run, and then this worker
+        os._exit(0)  # as PyTorch's handler for the parent's SIGTERM: quietly, so no "worker killed" error follows
+
+    threading.Thread(target=wait_for_parent, name="sigterm-from-parent", daemon=True).start()
+
+
 def write_metrics(out: Path, row: dict[str, Any]) -> None:
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(finite_or_none(row)) + "\n")  # NaN (COCO's "no objects of this size") -> null
@@ -307,7 +394,8 @@ def plot_metrics(out: Path) -> None:
         if any(r.get(key) is not None for r in evaluated):
             axes[2].plot([r["epoch"] for r in evaluated], [r.get(key) for r in evaluated], marker="o", label=key)
     axes[2].set(title="val mAP (EMA)", xlabel="epoch", ylim=(0, 1))
-    axes[2].legend()
+    if axes[2].lines:  # no evaluation yet: an empty legend would only warn
+        axes[2].legend()
     fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=80)
     plt.close(fig)
@@ -324,18 +412,117 @@ def resolve_resume(resume: str | None, out: Path) -> Path | None:
     return path
 
 
+# Resume: a resumed run continues with the settings its checkpoint recorded (train_config).
+# These make a run what it is (weights' shapes, data order, iterations per epoch, augmentation stream): a resumed run
+# must keep them. Every other setting may be overridden (--epochs extends a run; --device, --workers, --lr,
+# --eval-interval, ... are the user's to change).
+RUN_IDENTITY = ("model", "block", "data", "images", "imgsz", "batch", "seed")
+RESUMABLE_KEYS = ("model", "ema", "ema_steps", "optimizer", "scaler", "next_epoch", "next_iter", "best_ap", "rng",
+                  "train_config")  # fmt: skip
+_NO_FLAG = ("warmup_start_factor", "min_lr_ratio", "ema_momentum", "ema_gamma", "max_nonfinite_steps")  # API only
+
+
+def _as_option(field: str, value: Any) -> str:
+    """How a TrainConfig value reads on the command line: `--imgsz 128`, `--no-channels-last`, `--no-amp`."""
+    if field in _NO_FLAG:
+        return f"{field}={value}"
+    flag = "--amp" if field == "amp_dtype" else "--" + field.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {value}"
+
+
+def _recorded_settings(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The TrainConfig fields a resumable checkpoint recorded; UserError for any other checkpoint."""
+    missing = [k for k in RESUMABLE_KEYS if k not in ckpt or (k == "train_config" and not isinstance(ckpt[k], dict))]
+    if missing:
+        raise UserError(
+            f"--resume: {path} is not a resumable checkpoint of `rtmdet-edge train` (it lacks {', '.join(missing)}); "
+            "only a last.pth / best.pth written by a detection training run can be continued"
+        )
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in ckpt["train_config"].items() if k in fields and k != "resume"}
+
+
+def _check_same_run(cfg: TrainConfig, ckpt: dict[str, Any], path: Path) -> None:
+    """UserError unless cfg continues the run of ckpt: same RUN_IDENTITY settings, epochs not below its progress."""
+    recorded = _recorded_settings(ckpt, path)
+    changed = [k for k in RUN_IDENTITY if k in recorded and getattr(cfg, k) != recorded[k]]
+    if changed:
+        was = " ".join(_as_option(k, recorded[k]) for k in changed)
+        now = " ".join(_as_option(k, getattr(cfg, k)) for k in changed)
+        raise UserError(
+            f"--resume: {path} was trained with {was}, this command asks for {now}; a resumed run keeps its model, "
+            "data, image size, batch and seed: drop those options to continue it, or start a new run in another --out"
+        )
+    if ckpt["next_epoch"] > cfg.epochs:
+        raise UserError(
+            f"--epochs {cfg.epochs}: {path} has already trained {ckpt['next_epoch']} epochs; give a larger --epochs "
+            "to extend the run"
+        )
+
+
+def resumed_config(cfg: TrainConfig, given: Collection[str] | None) -> TrainConfig:
+    """The config to train with: cfg itself, or with cfg.resume set to an existing checkpoint, the settings that
+    checkpoint recorded with the fields in given (what the user set explicitly; None: all of cfg) on top.
+
+    A given field of RUN_IDENTITY that differs from the recorded run is refused (UserError, one line). out is never
+    taken from the record: without --out the run continues in the checkpoint's folder (--resume auto: OUT itself).
+    """
+    from rtmdet_edge.checkpoint import read_checkpoint
+
+    path = resolve_resume(cfg.resume, Path(cfg.out))
+    if path is None:
+        return cfg
+    keep = frozenset(f.name for f in dataclasses.fields(TrainConfig)) if given is None else frozenset(given)
+    ckpt = read_checkpoint(path)
+    recorded = _recorded_settings(ckpt, path)
+    restored = {k: v for k, v in recorded.items() if k not in keep and k != "out"}
+    if "out" not in keep:
+        # The run lives where its checkpoint is now, not where it was recorded: a copied or moved run folder must not
+        # write into the original one.
+        restored["out"] = str(path.parent)
+    merged = dataclasses.replace(cfg, **restored)
+    _check_same_run(merged, ckpt, path)
+    return merged
+
+
+def resume_summary(cfg: TrainConfig, recorded: dict[str, Any]) -> str:
+    """One log line: which recorded settings the resumed run kept (those a plain command line would have set
+    differently) and which this command overrode."""
+    defaults = _cli_defaults()
+    recorded = {k: v for k, v in recorded.items() if k != "out"}  # where it runs, not how: see resumed_config
+    kept = [_as_option(k, v) for k, v in recorded.items() if getattr(cfg, k) == v and getattr(defaults, k) != v]
+    overridden = [f"{_as_option(k, getattr(cfg, k))} (recorded: {'default' if v is None else v})"
+                  for k, v in recorded.items() if getattr(cfg, k) != v]  # fmt: skip
+    return (
+        f"recorded settings restored: {' '.join(kept) or 'none differ from the defaults'}; "
+        f"overridden by this command: {', '.join(overridden) or 'none'}"
+    )
+
+
+def _cli_defaults() -> TrainConfig:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return config_from_args(parser.parse_args([]))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 def main(cfg: TrainConfig) -> dict[str, Any]:
     """Train; returns {"best_ap", "last_metrics", "out", "model" (raw weights module), "ema" (EMA module)}.
 
-    Raises TrainingInterrupted(message, signum) after SIGTERM / Ctrl-C, once a resumable last.pth is written.
+    With cfg.resume, cfg must describe the recorded run (RUN_IDENTITY; `resumed_config` builds such a cfg from a
+    checkpoint and the options a user gave). Raises TrainingInterrupted (.signum, .checkpoint) after SIGTERM /
+    Ctrl-C, once a resumable last.pth is written.
     """
+    check_imgsz(cfg.imgsz)
     stop = StopSignal()
     try:
         return _train(cfg, stop)
     except TrainingInterrupted as e:
-        log.warning("%s; resumable checkpoint: %s", e, Path(cfg.out) / "last.pth")
-        raise TrainingInterrupted(str(e), stop.signum or signal.SIGINT) from None
+        last = Path(cfg.out) / "last.pth"
+        log.warning("%s; resumable checkpoint: %s", e, last)
+        raise TrainingInterrupted(str(e), stop.signum or signal.SIGINT, last) from None
     finally:
         stop.restore()
         close_logging()
@@ -419,6 +606,7 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
     resume_path = resolve_resume(cfg.resume, out)
     if resume_path is not None:
         ckpt = read_checkpoint(resume_path)
+        _check_same_run(cfg, ckpt, resume_path)  # a caller of main() may have built cfg by hand
         raw_model.load_state_dict(ckpt["model"])
         ema.load_state_dict({"module": ckpt["ema"], "steps": ckpt["ema_steps"]})
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -426,7 +614,8 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
         start_epoch, start_iter, best_ap = ckpt["next_epoch"], ckpt["next_iter"], ckpt["best_ap"]
         states = ckpt["rng"]
         set_rng_state(states[rank] if len(states) == world_size else states[0])
-        log.info("resumed from %s at epoch %d iteration %d", resume_path, start_epoch, start_iter)
+        log.info("resumed from %s at epoch %d iteration %d; %s", resume_path, start_epoch, start_iter,
+                 resume_summary(cfg, _recorded_settings(ckpt, resume_path)))  # fmt: skip
 
     def save(name: str, next_epoch: int, next_iter: int, metrics: dict[str, Any] | None = None) -> None:
         states = gather_rng_states(world_size)  # collective: every rank calls save
@@ -451,13 +640,19 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict[str, Any]:
         save_checkpoint(out / name, payload)
 
     # epoch loop (StopSignal: SIGTERM / Ctrl-C end it after a whole iteration with a resumable last.pth)
+    def train_loader(stage: int) -> torch.utils.data.DataLoader:
+        loader = build_train_loader(cfg, stage, train_set, rank=rank, world_size=world_size, pin=device.type == "cuda")
+        # Workers leave a SIGTERM sent to the whole process group to StopSignal.
+        loader.worker_init_fn = functools.partial(leave_sigterm_to_main, loader.worker_init_fn)
+        return loader
+
     stage = 2 if start_epoch >= stage2_epoch else 1
-    loader = build_train_loader(cfg, stage, train_set, rank=rank, world_size=world_size, pin=device.type == "cuda")
+    loader = train_loader(stage)
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         if epoch == stage2_epoch and stage == 1:
             stage = 2  # PipelineSwitchHook: no Mosaic/MixUp for the last stage2_epochs epochs
-            loader = build_train_loader(cfg, stage, train_set, rank=rank, world_size=world_size, pin=device.type == "cuda")
+            loader = train_loader(stage)
             log.info("epoch %d: switched to the stage-2 pipeline", epoch)
         skip = start_iter if epoch == start_epoch else 0
         set_loader_epoch(loader, epoch, start_batch=skip, seed=cfg.seed, rank=rank)
