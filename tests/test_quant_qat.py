@@ -73,7 +73,10 @@ def test_qat_summary_is_ptqs_with_parity_and_kernels(qat_run):
     assert not s["settings"]["float_slow_convs"] and s["graph"]["activation_dtypes"].get("uint8", 0) > 0
     assert [k["runtime"] for k in s["kernels"]] == ["onnxruntime", "openvino"]
     assert [p["runtime"] for p in s["parity"]] == ["onnxruntime", "openvino"]
-    assert all(p["images"] == 2 and p["min_sqnr_db"] > 0 for p in s["parity"])
+    from targets.parity import parity_images
+
+    shown = len(parity_images(2))  # 2 real images with ../shared, the synthetic stand-in without
+    assert all(p["images"] == shown and p["min_sqnr_db"] > 0 for p in s["parity"])
     assert s["qat"]["epochs"] == 1 and [h["epoch"] for h in s["qat"]["history"]] == [0]
     md = (out / "summary.md").read_text()
     assert md.startswith("# INT8 QAT:") and "Fine-tuning (QAT)" in md and "Parity with FP32" in md
